@@ -1,0 +1,35 @@
+"""ember: the everyday PyTorch workflow in a few calls.
+
+``Model(net).compile(...).fit(...)`` trains any ``nn.Module`` with exact epoch metrics and near-zero
+overhead; ``summary`` prints the model table; weights are saved as safetensors.
+"""
+
+from ember.callbacks import History
+from ember.checkpoint import load_weights, save_weights
+from ember.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EmberError,
+    NonFiniteLossError,
+    ShapeError,
+)
+from ember.model import Model
+from ember.seed import seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "EmberError",
+    "History",
+    "Model",
+    "NonFiniteLossError",
+    "ShapeError",
+    "__version__",
+    "load_weights",
+    "save_weights",
+    "seed_everything",
+]

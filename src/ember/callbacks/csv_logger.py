@@ -1,0 +1,52 @@
+"""CSVLogger: one CSV row per epoch, flushed as it is written, so a crash keeps every finished epoch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ember.callbacks.base import Callback
+from ember.state import TrainState
+
+__all__ = ["CSVLogger"]
+
+
+class CSVLogger(Callback):
+    """Write ``epoch`` and the epoch logs to ``path``.
+
+    Args:
+        path: the CSV file (parent folders are created).
+        append: keep existing rows (resumed runs); otherwise the file is started afresh at fit start.
+
+    Example:
+        >>> logger = CSVLogger("logs/history.csv")
+    """
+
+    def __init__(self, path: str | Path, append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = append
+        self._columns: list[str] | None = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Create the folder; start a new file unless appending."""
+        if not state.model.is_main:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.append and self.path.exists() and self.path.stat().st_size:
+            with self.path.open(newline="") as handle:
+                self._columns = next(csv.reader(handle), None)
+        else:
+            self.path.write_text("")
+            self._columns = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """Append this epoch's row (the header first)."""
+        if not state.model.is_main:
+            return
+        row = {"epoch": state.epoch, **state.logs}
+        with self.path.open("a", newline="") as handle:
+            if self._columns is None:
+                self._columns = list(row)
+                csv.writer(handle).writerow(self._columns)
+            writer = csv.DictWriter(handle, fieldnames=self._columns, extrasaction="ignore")
+            writer.writerow(row)

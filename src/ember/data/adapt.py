@@ -1,0 +1,71 @@
+"""Adapt whatever ``fit``/``evaluate``/``predict`` receive into one iterable of batches.
+
+DataLoaders and other iterables are used as they are; Datasets get a DataLoader; tensors, arrays and
+pandas objects become :class:`~ember.data.batches.TensorBatches`. Errors name what was passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ember.data.batches import TensorBatches
+from ember.data.tabular import from_arrays
+from ember.errors import ConfigError, DataError
+
+__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "set_epoch"]
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def as_batches(
+    data: Any, batch_size: int | None = None, shuffle: bool = False, what: str = "data"
+) -> Iterable[Any]:
+    """An iterable of batches for ``data``.
+
+    Args:
+        data: a DataLoader (or any iterable of batches), a Dataset, a tensor / array / DataFrame, or a
+            tuple ``(x, y)`` of those.
+        batch_size: for Datasets and arrays (default 32); an error with a DataLoader, which has its own.
+        shuffle: shuffle Datasets and arrays every epoch.
+        what: how errors name the data ("training data", ...).
+    """
+    if isinstance(data, DataLoader) or _is_batch_iterable(data):
+        if batch_size is not None:
+            raise ConfigError(f"{what}: batch_size= applies to arrays and Datasets; "
+                              "a DataLoader brings its own batch size")
+        return data
+    size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(data, Dataset):
+        if len(data) == 0:  # type: ignore[arg-type]
+            raise DataError(f"{what} is an empty Dataset")
+        return DataLoader(data, batch_size=size, shuffle=shuffle)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        dataset = from_arrays(data[0], data[1])
+    elif data is None:
+        raise DataError(f"{what} is None")
+    else:
+        dataset = from_arrays(data)
+    if len(dataset) == 0:
+        raise DataError(f"{what} has 0 samples")
+    return TensorBatches(*dataset.tensors, batch_size=size, shuffle=shuffle)
+
+
+def _is_batch_iterable(data: Any) -> bool:
+    """Iterables of batches that are not array-like (DeviceLoader, generators, custom loaders)."""
+    if isinstance(data, (torch.Tensor, tuple, list, dict, str, bytes, Dataset)):
+        return False
+    if hasattr(data, "__array__") or hasattr(data, "to_numpy"):
+        return False
+    return isinstance(data, Iterable)
+
+
+def set_epoch(batches: Iterable[Any], epoch: int) -> None:
+    """Tell ``batches`` (or its sampler) which epoch starts, where it supports ``set_epoch``."""
+    target = batches.sampler if isinstance(batches, DataLoader) else batches
+    setter = getattr(target, "set_epoch", None)
+    if callable(setter):
+        setter(epoch)

@@ -1,0 +1,156 @@
+"""The fit loop: epochs of training steps, validation, logs, and callbacks.
+
+The loop owns iteration and bookkeeping; the model facade owns what a step does (``train_step``,
+``eval_step``, ``predict_step``). Values are read from the device only at refreshes (a few times a
+second) and at epoch ends, in one copy each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+from ember._tree import concat, to_device
+from ember.callbacks.base import CallbackList
+from ember.data.adapt import set_epoch
+from ember.errors import DataError, NonFiniteLossError
+from ember.metrics.meter import Meter
+from ember.state import TrainState
+
+__all__ = ["StepOutput", "Steps", "fit_loop", "run_eval", "run_predict", "run_train_epoch"]
+
+DEFAULT_REFRESH_SECONDS = 1.0
+
+
+class StepOutput(NamedTuple):
+    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n."""
+
+    loss: torch.Tensor | None
+    preds: Any
+    target: Any
+    size: int
+
+
+class Steps(Protocol):
+    """What the loop needs from the model facade."""
+
+    net: torch.nn.Module
+
+    def train_step(self, batch: Any) -> StepOutput: ...
+    def eval_step(self, batch: Any) -> StepOutput: ...
+    def predict_step(self, batch: Any) -> Any: ...
+    def end_epoch(self, logs: dict[str, float]) -> float: ...
+
+
+def _note(exc: BaseException, text: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)
+
+
+def _checked_read(meter: Meter, state: TrainState) -> dict[str, float]:
+    """The running training values; NonFiniteLossError naming the first bad step."""
+    logs = meter.read()
+    if not math.isfinite(logs["loss"]) and meter.batches:
+        bad = meter.first_nonfinite()
+        if bad is not None:
+            step = state.step - meter.batches + bad + 1
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at epoch {state.epoch}, step {step} "
+                f"(batch {bad + 1} of the epoch); lower the learning rate, clip gradients "
+                "(compile(grad_clip=...)) or check the data for NaN/inf",
+                epoch=state.epoch, step=step,
+            )
+    return logs
+
+
+def run_train_epoch(
+    model: Steps, batches: Iterable[Any], meter: Meter, state: TrainState, cbs: CallbackList,
+    refresh_every: float,
+) -> dict[str, float]:
+    """One pass of training steps; returns the epoch's exact loss and metrics."""
+    meter.reset()
+    model.net.train()
+    state.read_running = lambda: _checked_read(meter, state)
+    batch_hook = cbs.wants("on_train_batch_end")
+    clock = time.monotonic
+    next_refresh = clock() + refresh_every
+    try:
+        for batch in batches:
+            meter.update(*model.train_step(batch))
+            state.batch += 1
+            state.step += 1
+            if batch_hook:
+                cbs.call("on_train_batch_end", state)
+            if clock() >= next_refresh:
+                state.running = _checked_read(meter, state)
+                cbs.call("on_refresh", state)
+                next_refresh = clock() + refresh_every
+    except Exception as exc:
+        _note(exc, f"(ember: during epoch {state.epoch}, step {state.step + 1}, "
+                   f"batch {state.batch + 1} of the epoch)")
+        raise
+    if meter.batches == 0:
+        raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
+    return _checked_read(meter, state)
+
+
+def run_eval(model: Steps, batches: Iterable[Any], meter: Meter, prefix: str = "") -> dict[str, float]:
+    """One pass of evaluation steps (eval mode, no grad); returns loss and metrics."""
+    meter.reset()
+    was_training = model.net.training
+    model.net.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                meter.update(*model.eval_step(batch))
+    finally:
+        model.net.train(was_training)
+    if meter.batches == 0:
+        raise DataError("the evaluation data yielded no batches")
+    return meter.read(prefix)
+
+
+def run_predict(model: Steps, batches: Iterable[Any]) -> Any:
+    """Outputs of every batch, moved to CPU and concatenated (eval mode, no grad)."""
+    was_training = model.net.training
+    model.net.eval()
+    cpu = torch.device("cpu")
+    try:
+        with torch.no_grad():
+            outputs = [to_device(model.predict_step(batch), cpu) for batch in batches]
+    finally:
+        model.net.train(was_training)
+    if not outputs:
+        raise DataError("the prediction data yielded no batches")
+    return concat(outputs)
+
+
+def fit_loop(
+    model: Steps, train: Iterable[Any], val: Iterable[Any] | None, state: TrainState,
+    cbs: CallbackList, meters: tuple[Meter, Meter | None],
+) -> None:
+    """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``."""
+    refresh_every = cbs.refresh_interval or DEFAULT_REFRESH_SECONDS
+    train_meter, val_meter = meters
+    try:
+        cbs.call("on_fit_start", state)
+        while state.epochs_done < state.epochs and not state.should_stop:
+            state.epoch, state.batch, state.running = state.epochs_done + 1, 0, {}
+            set_epoch(train, state.epoch - 1)
+            cbs.call("on_epoch_start", state)
+            started = time.perf_counter()
+            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every)
+            if val is not None and val_meter is not None:
+                logs.update(run_eval(model, val, val_meter, prefix="val_"))
+            logs["lr"] = model.end_epoch(logs)
+            logs["seconds"] = time.perf_counter() - started
+            state.logs, state.epochs_done = logs, state.epoch
+            cbs.call("on_epoch_end", state)
+    except BaseException as exc:
+        cbs.call("on_exception", state, exc)
+        raise
+    cbs.call("on_fit_end", state)

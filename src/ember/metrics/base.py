@@ -1,0 +1,88 @@
+"""The Metric protocol: reset / update / compute, with the state held as device tensors of sums.
+
+``update`` never reads a tensor on the host, so metrics cost no synchronisation inside a step;
+``compute`` returns a 0-dim tensor that the loop reads together with the loss in one copy.
+Sample counts are known on the host (batch shapes), so they are kept as Python ints.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Metric"]
+
+
+class Metric:
+    """Base class of ember metrics.
+
+    Subclasses declare their state in ``__init__`` with :meth:`add_state` and implement
+    :meth:`update` and :meth:`compute`. Everything in the state survives a resume through
+    :meth:`state_dict` / :meth:`load_state_dict`.
+
+    Attributes:
+        name: the column name in logs and history.
+        host_sync: True when ``update`` reads values on the host (plain-function metrics).
+    """
+
+    host_sync = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._device = torch.device("cpu")
+
+    def add_state(self, key: str, kind: str = "sum") -> None:
+        """Declare a state entry: ``kind="sum"`` (a device float64 tensor) or ``"count"`` (a host int)."""
+        if kind == "count":
+            self._counts[key] = 0
+        else:
+            self._tensors[key] = torch.zeros((), dtype=_acc_dtype(self._device), device=self._device)
+
+    def reset(self) -> None:
+        """Zero every state entry (called at the start of each epoch)."""
+        for key, value in self._tensors.items():
+            self._tensors[key] = torch.zeros_like(value)
+        for key in self._counts:
+            self._counts[key] = 0
+
+    def to(self, device: torch.device) -> Metric:
+        """Move the state to ``device``; returns self."""
+        self._device = torch.device(device)
+        dtype = _acc_dtype(self._device)
+        self._tensors = {k: v.to(self._device, dtype) for k, v in self._tensors.items()}
+        return self
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch's sufficient statistics (device ops only)."""
+        raise NotImplementedError
+
+    def compute(self) -> torch.Tensor:
+        """The metric over everything seen since ``reset``, as a 0-dim tensor (no host read)."""
+        raise NotImplementedError
+
+    def ratio(self, sum_key: str, count_key: str) -> torch.Tensor:
+        """``state[sum_key] / state[count_key]`` as a device tensor; NaN when the count is 0."""
+        total, count = self._tensors[sum_key], self._counts[count_key]
+        return total / count if count else torch.full_like(total, float("nan"))
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """A copy of the accumulated state."""
+        state: dict[str, torch.Tensor | int] = {k: v.clone() for k, v in self._tensors.items()}
+        state.update(self._counts)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        for key in self._tensors:
+            self._tensors[key] = torch.as_tensor(state[key]).to(self._device, _acc_dtype(self._device))
+        for key in self._counts:
+            self._counts[key] = int(state[key])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it, so long epochs sum without float32 drift."""
+    return torch.float32 if device.type == "mps" else torch.float64

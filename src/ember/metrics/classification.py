@@ -1,0 +1,128 @@
+"""Classification metrics: accuracy (binary and multiclass) and exact binary ROC AUC.
+
+Device-side statistics only; shapes decide binary vs multiclass, never a host read of the values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ember.errors import ShapeError
+from ember.metrics.base import Metric
+
+__all__ = ["AUC", "Accuracy"]
+
+
+class Accuracy(Metric):
+    """Fraction of correct predictions.
+
+    Multiclass when predictions have a class dimension of size > 1 (dim 1): the argmax is compared
+    with integer targets (or with the argmax of one-hot / probability targets). Binary when predictions
+    are ``(N,)`` or ``(N, 1)``: positive when the probability is > ``threshold`` (default 0.5) or, for
+    logits, when the logit is > 0.
+
+    Args:
+        from_logits: binary outputs are logits (True), probabilities (False), or None: ``compile`` sets it
+            from the loss (``BCEWithLogitsLoss`` -> True, ``BCELoss`` -> False); still None, a batch whose
+            outputs all lie in [0, 1] is read as probabilities (decided on the device, no sync).
+        threshold: the probability threshold for binary outputs.
+        name: the log column.
+
+    Example:
+        >>> m = Accuracy()
+        >>> m.update(torch.tensor([[2.0, 0.1], [0.3, 1.0]]), torch.tensor([0, 0]))
+        >>> float(m.compute())
+        0.5
+    """
+
+    def __init__(
+        self, from_logits: bool | None = None, threshold: float = 0.5, name: str = "accuracy"
+    ) -> None:
+        super().__init__(name)
+        self.from_logits = from_logits
+        self.threshold = threshold
+        self.add_state("correct")
+        self.add_state("total", kind="count")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Count correct predictions of one batch."""
+        preds = preds.detach()
+        if preds.dim() >= 2 and preds.shape[1] > 1:
+            predicted = preds.argmax(1)
+            if target.shape == preds.shape and target.is_floating_point():
+                target = target.argmax(1)
+        else:
+            predicted = preds > self._binary_threshold(preds)
+            target = target > 0.5 if target.is_floating_point() else target.bool()
+        if predicted.numel() != target.numel():
+            raise ShapeError(
+                f"{self.name}: predictions {tuple(preds.shape)} do not match targets "
+                f"{tuple(target.shape)}"
+            )
+        self._tensors["correct"].add_((predicted.reshape(-1) == target.reshape(-1)).sum())
+        self._counts["total"] += predicted.numel()
+
+    def _binary_threshold(self, preds: torch.Tensor) -> torch.Tensor | float:
+        if self.from_logits is True:
+            return 0.0
+        if self.from_logits is False:
+            return self.threshold
+        looks_like_probs = (preds.min() >= 0) & (preds.max() <= 1)
+        return torch.where(looks_like_probs, self.threshold, 0.0)
+
+    def compute(self) -> torch.Tensor:
+        """Correct / total (NaN before any update)."""
+        return self.ratio("correct", "total")
+
+
+class AUC(Metric):
+    """Exact area under the ROC curve for binary targets (ties get average ranks).
+
+    Keeps every score and target of the epoch on the device and ranks them in ``compute``.
+    Scores: ``(N,)``, ``(N, 1)``, or ``(N, 2)`` logits/probabilities (column 1 vs column 0).
+    """
+
+    def __init__(self, name: str = "auc") -> None:
+        super().__init__(name)
+        self._scores: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        """Forget the stored scores."""
+        self._scores, self._targets = [], []
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Store one batch's scores and targets."""
+        preds = preds.detach()
+        if preds.dim() == 2 and preds.shape[1] == 2:
+            preds = preds[:, 1] - preds[:, 0]
+        if preds.numel() != target.numel():
+            raise ShapeError(
+                f"{self.name}: scores {tuple(preds.shape)} do not match targets {tuple(target.shape)}"
+            )
+        self._scores.append(preds.reshape(-1).float())
+        self._targets.append(target.detach().reshape(-1) > 0.5)
+
+    def compute(self) -> torch.Tensor:
+        """Mann-Whitney AUC over everything stored (NaN when one class is absent)."""
+        if not self._scores:
+            return torch.tensor(float("nan"))
+        scores, positive = torch.cat(self._scores), torch.cat(self._targets)
+        _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+        ends = counts.cumsum(0).double()
+        ranks = (ends - (counts.double() - 1) / 2)[inverse]
+        n_pos = positive.sum().double()
+        n_neg = positive.numel() - n_pos
+        return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """The stored scores and targets."""
+        if not self._scores:
+            return {"scores": torch.zeros(0), "targets": torch.zeros(0, dtype=torch.bool)}
+        return {"scores": torch.cat(self._scores), "targets": torch.cat(self._targets)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+        """Restore stored scores and targets."""
+        scores = torch.as_tensor(state["scores"]).to(self._device)
+        self._scores = [scores] if scores.numel() else []
+        self._targets = [torch.as_tensor(state["targets"]).to(self._device)] if scores.numel() else []

@@ -1,0 +1,110 @@
+"""Meter: the running statistics of one epoch (loss and metrics), kept on the device.
+
+Each batch's mean loss is written into a device buffer (no host read); batch sizes are host ints.
+``read`` turns everything into floats with one device-to-host copy, and ``first_nonfinite`` finds the
+batch where the loss first became NaN or infinite. The epoch loss is the exact sample-weighted mean
+``sum(loss_b * n_b) / sum(n_b)``, not a mean of batch means.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ember.metrics.base import Metric, _acc_dtype
+
+__all__ = ["Meter"]
+
+_INITIAL_CAPACITY = 1024
+
+
+class Meter:
+    """Loss and metric accumulators for one pass over the data.
+
+    Args:
+        metrics: the metric objects to update with every batch.
+        device: where the statistics live (the model's device).
+        capacity: expected number of batches (the buffer grows when exceeded).
+
+    Example:
+        >>> meter = Meter([], torch.device("cpu"))
+        >>> meter.update(torch.tensor(1.0), None, None, 3); meter.update(torch.tensor(3.0), None, None, 1)
+        >>> meter.read()
+        {'loss': 1.5}
+    """
+
+    def __init__(self, metrics: list[Metric], device: torch.device, capacity: int | None = None) -> None:
+        self.metrics = [m.to(device) for m in metrics]
+        self._device_metrics = [m for m in self.metrics if not m.host_sync]
+        self._host_metrics = [m for m in self.metrics if m.host_sync]
+        self.device = device
+        self._dtype = _acc_dtype(device)
+        self._losses = torch.zeros(capacity or _INITIAL_CAPACITY, dtype=self._dtype, device=device)
+        self._sizes: list[int] = []
+
+    @property
+    def batches(self) -> int:
+        """Batches seen since the last reset."""
+        return len(self._sizes)
+
+    @property
+    def samples(self) -> int:
+        """Samples seen since the last reset."""
+        return sum(self._sizes)
+
+    def reset(self) -> None:
+        """Start a new epoch."""
+        self._sizes = []
+        for metric in self.metrics:
+            metric.reset()
+
+    def update(self, loss: torch.Tensor | None, preds: object, target: object, n: int) -> None:
+        """Record one batch: its mean loss (a 0-dim tensor, or None), outputs, targets and size."""
+        i = len(self._sizes)
+        if i == self._losses.numel():
+            self._losses = torch.cat([self._losses, torch.zeros_like(self._losses)])
+        if loss is not None:
+            self._losses[i] = loss.detach()
+        self._sizes.append(n)
+        for metric in self.metrics:
+            metric.update(preds, target)
+
+    def _loss_sum(self) -> torch.Tensor:
+        k = len(self._sizes)
+        sizes = torch.tensor(self._sizes, dtype=self._dtype).to(self.device, non_blocking=True)
+        return (self._losses[:k] * sizes).sum()
+
+    def read(self, prefix: str = "") -> dict[str, float]:
+        """Loss and metric values so far, as floats (one device-to-host copy for device metrics)."""
+        total = self.samples
+        values = [self._loss_sum() / max(total, 1)]
+        values += [m.compute().to(self.device, self._dtype) for m in self._device_metrics]
+        host = torch.stack(values).tolist()
+        computed = dict(zip((m.name for m in self._device_metrics), host[1:], strict=True))
+        computed.update({m.name: float(m.compute()) for m in self._host_metrics})
+        logs = {prefix + "loss": host[0] if total else float("nan")}
+        logs.update({prefix + m.name: computed[m.name] for m in self.metrics})
+        return logs
+
+    def first_nonfinite(self) -> int | None:
+        """Index (0-based) of the first batch whose loss is NaN or infinite, or None."""
+        bad = torch.nonzero(~torch.isfinite(self._losses[: len(self._sizes)]))
+        return int(bad[0, 0]) if bad.numel() else None
+
+    def state_dict(self) -> dict[str, object]:
+        """The running epoch: per-batch losses, sizes and metric states."""
+        return {
+            "losses": self._losses[: len(self._sizes)].clone(),
+            "sizes": list(self._sizes),
+            "metrics": {m.name: m.state_dict() for m in self.metrics},
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore a running epoch saved by :meth:`state_dict`."""
+        losses = torch.as_tensor(state["losses"]).to(self.device, self._dtype)
+        sizes = list(state["sizes"])  # type: ignore[call-overload]
+        self._losses = torch.zeros(max(len(sizes) * 2, _INITIAL_CAPACITY), dtype=self._dtype,
+                                   device=self.device)
+        self._losses[: len(sizes)] = losses
+        self._sizes = [int(s) for s in sizes]
+        for metric in self.metrics:
+            metric.load_state_dict(state["metrics"][metric.name])  # type: ignore[index]

@@ -1,0 +1,78 @@
+"""Regression metrics: mean absolute error, mean squared error, root mean squared error.
+
+Element-wise over all outputs; predictions and targets must have the same number of elements.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ember.errors import ShapeError
+from ember.metrics.base import Metric
+
+__all__ = ["MAE", "MSE", "RMSE"]
+
+
+class _ErrorSum(Metric):
+    """Sum of a per-element error and the number of elements."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.add_state("error")
+        self.add_state("count", kind="count")
+
+    def _error(self, diff: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the batch's summed error."""
+        if preds.numel() != target.numel():
+            raise ShapeError(
+                f"{self.name}: predictions {tuple(preds.shape)} and targets {tuple(target.shape)} "
+                "have different numbers of elements"
+            )
+        diff = preds.detach().reshape(-1) - target.reshape(-1)
+        self._tensors["error"].add_(self._error(diff).sum())
+        self._counts["count"] += diff.numel()
+
+    def _mean(self) -> torch.Tensor:
+        return self.ratio("error", "count")
+
+
+class MAE(_ErrorSum):
+    """Mean absolute error. Example: ``Model.compile(..., metrics=["mae"])``."""
+
+    def __init__(self, name: str = "mae") -> None:
+        super().__init__(name)
+
+    def _error(self, diff: torch.Tensor) -> torch.Tensor:
+        return diff.abs()
+
+    def compute(self) -> torch.Tensor:
+        """Mean of |pred - target|."""
+        return self._mean()
+
+
+class MSE(_ErrorSum):
+    """Mean squared error."""
+
+    def __init__(self, name: str = "mse") -> None:
+        super().__init__(name)
+
+    def _error(self, diff: torch.Tensor) -> torch.Tensor:
+        return diff.square()
+
+    def compute(self) -> torch.Tensor:
+        """Mean of (pred - target)^2."""
+        return self._mean()
+
+
+class RMSE(MSE):
+    """Root of the epoch's mean squared error (not the mean of batch roots)."""
+
+    def __init__(self, name: str = "rmse") -> None:
+        super().__init__(name)
+
+    def compute(self) -> torch.Tensor:
+        """sqrt(MSE)."""
+        return self._mean().sqrt()

@@ -1,0 +1,294 @@
+"""Model: the facade users touch: ``compile``, ``fit``, ``evaluate``, ``predict``.
+
+Wraps any ``nn.Module`` (no subclassing) and turns data of any usual form into batches; the loop in
+``ember.loop`` does the iterating. Override ``train_step`` / ``eval_step`` / ``predict_step`` for
+custom batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember import checks
+from ember._tree import first_tensor, to_device
+from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
+from ember.data.adapt import as_batches
+from ember.errors import ConfigError, DataError
+from ember.loop import StepOutput, fit_loop, run_eval, run_predict
+from ember.metrics import Accuracy, Meter, Metric, resolve_metrics
+from ember.runtime import Runtime
+from ember.state import TrainState
+
+__all__ = ["Model"]
+
+_SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+class Model:
+    """Train, evaluate and use a plain ``nn.Module``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> model = Model(net).compile(loss=nn.CrossEntropyLoss(), metrics=["accuracy"], device="cpu")
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> history = model.fit((x, y), epochs=2, verbose=0)
+        >>> list(history.columns)
+        ['epoch', 'loss', 'accuracy', 'lr', 'seconds']
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"Model wraps a torch.nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.runtime: Runtime | None = None
+        self.state = TrainState(model=self)
+        self._rows: list[dict[str, float]] = []
+        self._check_next_batch = True
+
+    # -- set-up ------------------------------------------------------------------------------
+    def compile(
+        self,
+        loss: Callable[..., torch.Tensor],
+        optimizer: torch.optim.Optimizer | None = None,
+        metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        grad_clip: float | None = None,
+        precision: str = "32",
+        device: str | torch.device | None = None,
+    ) -> Model:
+        """Choose loss, optimizer, metrics, schedule, precision and device; returns self.
+
+        Args:
+            loss: any callable ``loss(y_pred, y_true) -> scalar tensor`` with mean reduction.
+            optimizer: a torch optimizer over this net's parameters; None -> Adam(lr=1e-3).
+            metrics: names ("accuracy", "mae", "mse", "rmse", "auc"), ember Metrics, torchmetrics
+                metrics or plain functions ``f(y_pred, y_true) -> number``; a list or a name -> metric dict.
+            scheduler: an LR scheduler, or a callable ``optimizer -> scheduler``.
+            scheduler_interval: step it every "epoch" or every "step". ReduceLROnPlateau steps per
+                epoch on val_loss (loss without validation).
+            grad_clip: clip the gradient norm to this value.
+            precision: "32", "bf16" or "16" (float16 with gradient scaling).
+            device: None -> cuda when available, else cpu.
+        """
+        if not callable(loss):
+            raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
+        if scheduler_interval not in _SCHEDULER_INTERVALS:
+            raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.runtime = Runtime(device, precision)
+        self.net = self.runtime.wrap_model(self.net)
+        self.loss = loss
+        self.optimizer = optimizer or torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        _check_optimizer(self.optimizer, self.net)
+        self.scheduler = _make_scheduler(scheduler, self.optimizer)
+        self.scheduler_interval = scheduler_interval
+        self.grad_clip = grad_clip
+        self.metrics: list[Metric] = resolve_metrics(metrics)
+        _configure_accuracy(self.metrics, loss)
+        self.scaler = self.runtime.make_scaler()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model computes on."""
+        return self._runtime().device
+
+    @property
+    def is_main(self) -> bool:
+        """True in the process that prints and writes files."""
+        return self.runtime is None or self.runtime.is_main
+
+    @property
+    def history(self) -> History:
+        """All epochs trained so far, over every ``fit`` call."""
+        return HistoryRecorder(self._rows).history()
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise ConfigError("call model.compile(loss=...) before fit, evaluate or predict")
+        return self.runtime
+
+    # -- the three verbs -------------------------------------------------------------------------
+    def fit(
+        self,
+        train_data: Any,
+        epochs: int = 1,
+        validation_data: Any = None,
+        callbacks: Iterable[Callback] = (),
+        verbose: int = 1,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+    ) -> History:
+        """Train for ``epochs`` more epochs; returns the History of every epoch so far.
+
+        Args:
+            train_data: a DataLoader, a Dataset, tensors/arrays/DataFrames ``(x, y)``, or any
+                iterable of ``(inputs, target)`` batches.
+            epochs: how many epochs to train in this call.
+            validation_data: the same kinds of data, evaluated after every epoch (``val_*`` columns).
+            callbacks: ember callbacks, called in order after the built-in ones.
+            verbose: 0 silent, 1 live progress bar (one line per epoch when not a terminal), 2 lines.
+            batch_size: for Datasets and arrays (default 32).
+            shuffle: reshuffle Datasets and arrays every epoch.
+        """
+        self._runtime()
+        train = as_batches(train_data, batch_size, shuffle, "training data")
+        val = None if validation_data is None else as_batches(
+            validation_data, batch_size, False, "validation data")
+        builtins: list[Callback] = [HistoryRecorder(self._rows)]
+        if verbose:
+            builtins.append(ProgressBar(verbose=verbose))
+        cbs = CallbackList([*builtins, *callbacks])
+        state = self.state
+        state.epochs, state.should_stop = state.epochs_done + int(epochs), False
+        state.steps_per_epoch = _length(train)
+        meters = (Meter(self.metrics, self.device, state.steps_per_epoch),
+                  None if val is None else Meter(self.metrics, self.device, _length(val)))
+        self._check_next_batch = True
+        fit_loop(self, train, val, state, cbs, meters)
+        return self.history
+
+    def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, float]:
+        """Loss and metrics over ``data`` (eval mode, no grad): ``{"loss": ..., "accuracy": ...}``."""
+        self._runtime()
+        self._check_next_batch = True
+        batches = as_batches(data, batch_size, False, "evaluation data")
+        return run_eval(self, batches, Meter(self.metrics, self.device, _length(batches)))
+
+    def predict(self, data: Any, batch_size: int | None = None) -> Any:
+        """The model's outputs for every sample of ``data``, concatenated on CPU.
+
+        Batches may be bare inputs, 1-tuples ``(inputs,)`` or ``(inputs, target)`` (target ignored).
+        """
+        if self.runtime is None:  # predicting needs no loss: use the module where it lives
+            self.runtime = Runtime(next(self.net.parameters(), torch.empty(0)).device)
+        return run_predict(self, as_batches(data, batch_size, False, "prediction data"))
+
+    # -- steps (override for custom batches) -------------------------------------------------
+    def unpack(self, batch: Any) -> tuple[Any, Any]:
+        """``(inputs, target)`` of a batch, on the model's device; target is None when absent."""
+        device = self.device
+        if isinstance(batch, torch.Tensor):
+            return batch.to(device, non_blocking=True), None
+        if isinstance(batch, (list, tuple)) and batch and not hasattr(batch, "_fields"):
+            if len(batch) == 1:
+                return to_device(batch[0], device), None
+            if len(batch) == 2:
+                return to_device(batch[0], device), to_device(batch[1], device)
+            return to_device(tuple(batch[:-1]), device), to_device(batch[-1], device)
+        raise DataError(
+            f"a batch of type {type(batch).__name__} is not (inputs, target); "
+            "override Model.train_step / eval_step / predict_step for custom batches"
+        )
+
+    def forward(self, inputs: Any) -> Any:
+        """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords."""
+        if isinstance(inputs, Mapping):
+            return self.net(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return self.net(*inputs)
+        return self.net(inputs)
+
+    def compute_loss(self, preds: Any, target: Any) -> torch.Tensor:
+        """``loss(preds, target)``, with inputs checked on the first batch of each call."""
+        if self._check_next_batch:
+            checks.check_loss_inputs(self.loss, preds, target, self.device.type != "cpu")
+            self._check_next_batch = False
+        try:
+            return self.loss(preds, target)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise checks.explain_loss_failure(self.loss, preds, target, exc) from exc
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        """Backward, optional clipping, optimizer (and per-step scheduler) step, zero grads."""
+        optimizer, scaler = self.optimizer, self.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+
+    def train_step(self, batch: Any) -> StepOutput:
+        """One optimisation step on ``batch``; returns what the meter records."""
+        inputs, target = self.unpack(batch)
+        with self.runtime.autocast():  # type: ignore[union-attr]
+            preds = self.forward(inputs)
+            loss = self.compute_loss(preds, target)
+        self.optimize(loss)
+        return StepOutput(loss, preds, target, _batch_size(target, inputs))
+
+    def eval_step(self, batch: Any) -> StepOutput:
+        """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
+        inputs, target = self.unpack(batch)
+        with self.runtime.autocast():  # type: ignore[union-attr]
+            preds = self.forward(inputs)
+            loss = self.compute_loss(preds, target)
+        return StepOutput(loss, preds, target, _batch_size(target, inputs))
+
+    def predict_step(self, batch: Any) -> Any:
+        """The net's output for ``batch``."""
+        inputs, _ = self.unpack(batch)
+        with self.runtime.autocast():  # type: ignore[union-attr]
+            return self.forward(inputs)
+
+    def end_epoch(self, logs: dict[str, float]) -> float:
+        """Step an epoch scheduler; returns the learning rate the epoch used."""
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(logs.get("val_loss", logs["loss"]))
+            else:
+                self.scheduler.step()
+        return lr
+
+
+def _length(batches: Any) -> int | None:
+    try:
+        return len(batches)
+    except TypeError:
+        return None
+
+
+def _batch_size(target: Any, inputs: Any) -> int:
+    tensor = target if isinstance(target, torch.Tensor) else first_tensor(inputs)
+    return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
+
+
+def _check_optimizer(optimizer: Any, net: nn.Module) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    own = {id(p) for p in net.parameters()}
+    given = [p for group in optimizer.param_groups for p in group["params"]]
+    if given and not any(id(p) in own for p in given):
+        raise ConfigError("the optimizer holds none of this model's parameters; "
+                          "create it from model.parameters() / net.parameters()")
+
+
+def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
+    if scheduler is None or hasattr(scheduler, "step"):
+        return scheduler
+    if callable(scheduler):
+        return scheduler(optimizer)
+    raise ConfigError(f"scheduler must be an LR scheduler or a factory, got {scheduler!r}")
+
+
+def _configure_accuracy(metrics: list[Metric], loss: Any) -> None:
+    """Binary accuracy reads logits after BCEWithLogitsLoss and probabilities after BCELoss."""
+    from_logits = {nn.BCEWithLogitsLoss: True, nn.BCELoss: False}.get(type(loss))
+    for metric in metrics:
+        if isinstance(metric, Accuracy) and metric.from_logits is None:
+            metric.from_logits = from_logits

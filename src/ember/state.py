@@ -1,0 +1,47 @@
+"""TrainState: what the fit loop tells callbacks, and the one channel callbacks use to talk back.
+
+The loop writes the counters and logs; callbacks read them and may set ``should_stop``. Nothing here
+imports torch or the rest of ember, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainState"]
+
+
+def _no_running_logs() -> dict[str, float]:
+    return {}
+
+
+@dataclass
+class TrainState:
+    """Progress of one ``fit`` call, shared by the loop and the callbacks.
+
+    Attributes:
+        model: the ``ember.Model`` being trained (callbacks use ``model.net`` and ``model.save``).
+        epochs: the epoch number ``fit`` stops after (1-based, counted across ``fit`` calls).
+        epoch: the current epoch, 1-based; ``epochs_done`` the number of finished epochs.
+        step: optimizer steps taken since the model was created (across ``fit`` calls).
+        batch: batches done in the current epoch.
+        steps_per_epoch: batches per epoch, or None when the data has no length.
+        logs: the last finished epoch's values (``loss``, metrics, ``val_*``, ``lr``, ``seconds``).
+        running: the running values of the current epoch as of the last refresh.
+        should_stop: set by a callback to end training after the current epoch.
+        read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
+    """
+
+    model: Any = None
+    epochs: int = 0
+    epoch: int = 0
+    epochs_done: int = 0
+    step: int = 0
+    batch: int = 0
+    steps_per_epoch: int | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+    running: dict[str, float] = field(default_factory=dict)
+    should_stop: bool = False
+    read_running: Callable[[], dict[str, float]] = _no_running_logs
