@@ -1,0 +1,50 @@
+"""Shared helpers for the benchmark scripts: timing, medians, result files."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class FakeTerminal(io.StringIO):
+    """A sink that says it is a terminal, so progress bars draw as they would for a user."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Save ``payload`` with machine, torch version and date under benchmarks/results/."""
+    RESULTS.mkdir(exist_ok=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    record = {
+        "benchmark": name,
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "device": device,
+        **payload,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
