@@ -33,6 +33,8 @@ def as_batches(
         shuffle: shuffle Datasets and arrays every epoch.
         what: how errors name the data ("training data", ...).
     """
+    if isinstance(data, list) and not data:
+        raise DataError(f"{what} is an empty list")
     if isinstance(data, DataLoader) or _is_batch_iterable(data):
         if batch_size is not None:
             raise ConfigError(f"{what}: batch_size= applies to arrays and Datasets; "
@@ -56,7 +58,9 @@ def as_batches(
 
 def _is_batch_iterable(data: Any) -> bool:
     """Iterables of batches that are not array-like (DeviceLoader, generators, custom loaders)."""
-    if isinstance(data, (torch.Tensor, tuple, list, dict, str, bytes, Dataset)):
+    if isinstance(data, list):  # a list of batches, not a list of numbers
+        return isinstance(data[0], (tuple, list, dict))
+    if isinstance(data, (torch.Tensor, tuple, dict, str, bytes, Dataset)):
         return False
     if hasattr(data, "__array__") or hasattr(data, "to_numpy"):
         return False

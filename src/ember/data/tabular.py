@@ -44,7 +44,10 @@ def to_tensor(data: Any, what: str = "data") -> torch.Tensor:
         data = _pandas_to_numpy(data, what)
     if isinstance(data, np.ndarray) and data.dtype.kind not in "biuf":
         raise DataError(f"{what}: numpy dtype {data.dtype} cannot become a tensor")
-    tensor = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
+    if not isinstance(data, torch.Tensor):
+        array = np.asarray(data)
+        data = torch.from_numpy(array if array.flags.writeable else array.copy())
+    tensor = data
     if tensor.dtype == torch.float64 or tensor.dtype == torch.bool:
         return tensor.float()
     if not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype != torch.int64:

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from ember.metrics import Accuracy, Meter
+
+
+def test_epoch_loss_is_weighted_by_batch_size():
+    meter = Meter([], torch.device("cpu"), capacity=1)  # grows past its capacity
+    meter.update(torch.tensor(1.0), None, None, 3)
+    meter.update(torch.tensor(3.0), None, None, 1)
+    assert meter.read() == {"loss": pytest.approx(1.5)}  # mean of batch means would be 2.0
+    assert meter.batches == 2 and meter.samples == 4
+
+
+def test_read_prefix_and_metric_order():
+    meter = Meter([Accuracy()], torch.device("cpu"))
+    meter.update(torch.tensor(0.5), torch.tensor([[1.0, 0.0]]), torch.tensor([0]), 1)
+    assert meter.read("val_") == {"val_loss": 0.5, "val_accuracy": 1.0}
+
+
+def test_first_nonfinite_finds_the_batch():
+    meter = Meter([], torch.device("cpu"))
+    for value in (1.0, 2.0, float("nan"), 1.0, float("inf")):
+        meter.update(torch.tensor(value), None, None, 2)
+    assert meter.first_nonfinite() == 2
+    meter.reset()
+    meter.update(torch.tensor(1.0), None, None, 2)
+    assert meter.first_nonfinite() is None
+
+
+def test_state_round_trip_continues_the_epoch():
+    meter = Meter([Accuracy()], torch.device("cpu"))
+    meter.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), 1)
+    restored = Meter([Accuracy()], torch.device("cpu"))
+    restored.load_state_dict(meter.state_dict())
+    restored.update(torch.tensor(4.0), torch.tensor([[1.0, 0.0]] * 3), torch.tensor([0, 0, 0]), 3)
+    assert restored.read() == {"loss": pytest.approx(3.5), "accuracy": pytest.approx(0.75)}
