@@ -134,7 +134,9 @@ def fit_loop(
     cbs: CallbackList, meters: tuple[Meter, Meter | None],
 ) -> None:
     """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``."""
-    refresh_every = cbs.refresh_interval or DEFAULT_REFRESH_SECONDS
+    refresh_every = cbs.refresh_interval
+    if refresh_every is None:
+        refresh_every = DEFAULT_REFRESH_SECONDS
     train_meter, val_meter = meters
     try:
         cbs.call("on_fit_start", state)

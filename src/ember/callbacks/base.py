@@ -92,7 +92,7 @@ class CallbackList:
             hook: [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
             for hook in HOOKS
         }
-        intervals = [cb.refresh_interval for cb in self.callbacks if cb.refresh_interval]
+        intervals = [cb.refresh_interval for cb in self.callbacks if cb.refresh_interval is not None]
         self.refresh_interval: float | None = min(intervals) if intervals else None
 
     def wants(self, hook: str) -> bool:

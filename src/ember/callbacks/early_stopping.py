@@ -53,7 +53,7 @@ class EarlyStopping(Callback):
                 self._best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = state.epoch
             state.should_stop = True
 
