@@ -13,10 +13,10 @@ import argparse
 import copy
 
 import torch
-from _common import FakeTerminal, median, timed, write_result
 from torch import nn
 
 import ember
+from _common import FakeTerminal, median, timed, write_result
 from ember.callbacks import ProgressBar
 
 N, FEATURES, CLASSES, BATCH, EPOCHS = 20000, 32, 10, 64, 3
@@ -55,8 +55,10 @@ def raw_loop(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tuple[flo
 
 def ember_fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> object:
     model = ember.Model(net).compile(
-        loss=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
-        metrics=["accuracy"], device="cpu",
+        loss=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
+        metrics=["accuracy"],
+        device="cpu",
     )
     bar = ProgressBar(verbose=1, stream=FakeTerminal())
     return model.fit((x, y), epochs=EPOCHS, batch_size=BATCH, callbacks=[bar], verbose=0)
@@ -83,8 +85,16 @@ def main() -> None:
     print(f"raw loop  : {raw * 1e3:8.1f} ms  ({raw / steps * 1e6:6.1f} us/step)")
     print(f"Model.fit : {fit * 1e3:8.1f} ms  ({fit / steps * 1e6:6.1f} us/step)")
     print(f"fit/raw = {ratio:.3f}  (median of {len(raw_times)} interleaved repeats; target <= 1.10)")
-    write_result("overhead", {"raw_ms": raw * 1e3, "fit_ms": fit * 1e3, "fit_over_raw": ratio,
-                              "repeats": len(raw_times), "threads": 1})
+    write_result(
+        "overhead",
+        {
+            "raw_ms": raw * 1e3,
+            "fit_ms": fit * 1e3,
+            "fit_over_raw": ratio,
+            "repeats": len(raw_times),
+            "threads": 1,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ def blobs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def mlp(inputs: int = 4, outputs: int = 3) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(inputs, 16), torch.nn.ReLU(),
-                               torch.nn.Linear(16, outputs))
+    return torch.nn.Sequential(torch.nn.Linear(inputs, 16), torch.nn.ReLU(), torch.nn.Linear(16, outputs))
 
 
 def shared_data(*parts: str) -> Path:

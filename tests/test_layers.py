@@ -7,11 +7,24 @@ import ember
 
 ROOT = Path(ember.__file__).parent
 LAYERS = {
-    "errors": 0, "state": 0, "_tree": 0, "seed": 0,
+    "errors": 0,
+    "state": 0,
+    "_tree": 0,
+    "seed": 0,
     "runtime": 1,
-    "data": 2, "metrics": 2, "checkpoint": 2, "summary": 2, "checks": 2,
-    "loop": 3, "callbacks": 3,
-    "model": 4, "compat": 4, "cli": 4, "demo": 4, "__main__": 4, "__init__": 4,
+    "data": 2,
+    "metrics": 2,
+    "checkpoint": 2,
+    "summary": 2,
+    "checks": 2,
+    "loop": 3,
+    "callbacks": 3,
+    "model": 4,
+    "compat": 4,
+    "cli": 4,
+    "demo": 4,
+    "__main__": 4,
+    "__init__": 4,
 }
 # Layer-2 blocks are independent of each other.
 INDEPENDENT = {"data", "metrics", "checkpoint", "summary", "checks"}
@@ -46,8 +59,11 @@ def test_imports_point_down_only():
 
 
 def test_every_module_has_a_docstring():
-    missing = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-               if not ast.get_docstring(ast.parse(p.read_text()))]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if not ast.get_docstring(ast.parse(p.read_text()))
+    ]
     assert missing == []
 
 

@@ -28,12 +28,25 @@ def host_reads(monkeypatch):
 def _fit(n_samples, callbacks=(), epochs=2):
     net = mlp()
     model = ember.Model(net).compile(
-        loss=nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-        metrics=["accuracy"], device="cpu")
+        loss=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        metrics=["accuracy"],
+        device="cpu",
+    )
     x = torch.randn(n_samples, 4)
     y = torch.randint(0, 3, (n_samples,))
-    return model, (x, y), lambda: model.fit((x, y), epochs=epochs, batch_size=10, verbose=0,
-                                             validation_data=(x, y), callbacks=callbacks)
+    return (
+        model,
+        (x, y),
+        lambda: model.fit(
+            (x, y),
+            epochs=epochs,
+            batch_size=10,
+            verbose=0,
+            validation_data=(x, y),
+            callbacks=callbacks,
+        ),
+    )
 
 
 def test_host_reads_do_not_grow_with_the_number_of_steps(host_reads):
@@ -95,8 +108,18 @@ def test_hooks_are_called_in_order_and_should_stop_ends_training():
     model, data, _ = _fit(20)
     history = model.fit(data, epochs=5, batch_size=10, callbacks=[order], verbose=0)
     keys = "['accuracy', 'loss', 'lr', 'seconds']"
-    assert order.calls == ["fit_start", "epoch_start 1", "batch 1", "batch 2", f"epoch_end 1 {keys}",
-                           "epoch_start 2", "batch 1", "batch 2", f"epoch_end 2 {keys}", "fit_end"]
+    assert order.calls == [
+        "fit_start",
+        "epoch_start 1",
+        "batch 1",
+        "batch 2",
+        f"epoch_end 1 {keys}",
+        "epoch_start 2",
+        "batch 1",
+        "batch 2",
+        f"epoch_end 2 {keys}",
+        "fit_end",
+    ]
     assert len(history) == 2
 
 

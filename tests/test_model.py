@@ -22,8 +22,15 @@ def test_fit_learns_and_history_has_the_documented_columns(blobs):
     x, y = blobs
     model = _compiled(metrics=["accuracy"])
     history = model.fit((x, y), epochs=5, validation_data=(x[:60], y[:60]), verbose=0)
-    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                                     "lr", "seconds"]
+    assert list(history.columns) == [
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    ]
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
     assert history["accuracy"].iloc[-1] > 0.9
@@ -98,8 +105,9 @@ def test_tuple_inputs_are_positional_and_dict_inputs_are_keywords(blobs):
     extra = torch.randn(len(x), 2)
     model = _compiled(TwoInputs())
     model.fit(DataLoader(TensorDataset(x, extra, y), batch_size=50), epochs=1, verbose=0)
-    batches = [({"left": x[i : i + 50], "right": extra[i : i + 50]}, y[i : i + 50])
-               for i in range(0, 300, 50)]
+    batches = [
+        ({"left": x[i : i + 50], "right": extra[i : i + 50]}, y[i : i + 50]) for i in range(0, 300, 50)
+    ]
     history = model.fit(batches, epochs=1, verbose=0)
     assert len(history) == 2
     assert model.predict([({"left": x[:5], "right": extra[:5]},)]).shape == (5, 3)
@@ -153,7 +161,7 @@ def test_non_finite_loss_names_epoch_and_step(blobs):
     x = x.clone()
     x[5 * 32 + 3] = float("nan")  # sample in batch 6 of epoch 2 when not shuffled
     model = _compiled()
-    model.fit((x[:32 * 5], y[:32 * 5]), shuffle=False, epochs=1, verbose=0)  # 5 clean steps
+    model.fit((x[: 32 * 5], y[: 32 * 5]), shuffle=False, epochs=1, verbose=0)  # 5 clean steps
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 11 .batch 6 of the epoch") as info:
         model.fit((x, y), shuffle=False, epochs=1, verbose=0)
     assert (info.value.epoch, info.value.step) == (2, 11)
@@ -162,8 +170,12 @@ def test_non_finite_loss_names_epoch_and_step(blobs):
 def test_step_scheduler_and_epoch_scheduler(blobs):
     net = mlp()
     opt = torch.optim.SGD(net.parameters(), lr=1.0)
-    model = _compiled(net, optimizer=opt, scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5),
-                      scheduler_interval="step")
+    model = _compiled(
+        net,
+        optimizer=opt,
+        scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5),
+        scheduler_interval="step",
+    )
     model.fit(blobs, epochs=1, verbose=0)  # 10 steps
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5**10)
     net = mlp()
@@ -186,8 +198,9 @@ def test_reduce_on_plateau_steps_on_val_loss(blobs):
 def test_grad_clip_bounds_the_update():
     net = nn.Linear(1, 1, bias=False)
     nn.init.zeros_(net.weight)
-    model = _compiled(net, loss=nn.MSELoss(), optimizer=torch.optim.SGD(net.parameters(), lr=1.0),
-                      grad_clip=0.5)
+    model = _compiled(
+        net, loss=nn.MSELoss(), optimizer=torch.optim.SGD(net.parameters(), lr=1.0), grad_clip=0.5
+    )
     model.fit((torch.ones(1, 1), torch.full((1, 1), 100.0)), epochs=1, verbose=0)
     assert net.weight.item() == pytest.approx(0.5)  # gradient -200 clipped to norm 0.5
 

@@ -18,11 +18,19 @@ FOOTER = [
     "Params size (MB): 0.207035",
     "Estimated Total Size (MB): 0.578388",
 ]
-ROWS = [("Conv2d-1", "[-1, 32, 30, 30]", "896"), ("MaxPool2d-2", "[-1, 32, 15, 15]", "0"),
-        ("Conv2d-3", "[-1, 64, 11, 11]", "51,264"), ("MaxPool2d-4", "[-1, 64, 5, 5]", "0"),
-        ("Dropout2d-5", "[-1, 64, 5, 5]", "0"), ("AdaptiveMaxPool2d-6", "[-1, 64, 1, 1]", "0"),
-        ("Flatten-7", "[-1, 64]", "0"), ("Linear-8", "[-1, 32]", "2,080"),
-        ("ReLU-9", "[-1, 32]", "0"), ("Linear-10", "[-1, 1]", "33"), ("Sigmoid-11", "[-1, 1]", "0")]
+ROWS = [
+    ("Conv2d-1", "[-1, 32, 30, 30]", "896"),
+    ("MaxPool2d-2", "[-1, 32, 15, 15]", "0"),
+    ("Conv2d-3", "[-1, 64, 11, 11]", "51,264"),
+    ("MaxPool2d-4", "[-1, 64, 5, 5]", "0"),
+    ("Dropout2d-5", "[-1, 64, 5, 5]", "0"),
+    ("AdaptiveMaxPool2d-6", "[-1, 64, 1, 1]", "0"),
+    ("Flatten-7", "[-1, 64]", "0"),
+    ("Linear-8", "[-1, 32]", "2,080"),
+    ("ReLU-9", "[-1, 32]", "0"),
+    ("Linear-10", "[-1, 1]", "33"),
+    ("Sigmoid-11", "[-1, 1]", "0"),
+]
 
 
 def _unique_params(net):
@@ -126,8 +134,7 @@ class DictModel(nn.Module):
 
 
 def test_dict_input_and_output():
-    s = summary(DictModel(), input_data={"left": torch.zeros(5, 2), "right": torch.zeros(5, 4)},
-                verbose=0)
+    s = summary(DictModel(), input_data={"left": torch.zeros(5, 2), "right": torch.zeros(5, 4)}, verbose=0)
     assert [r.output_shape for r in s.rows] == [[5, 3], [5, 3]]
     assert s.input_bytes == (10 + 20) * 4
 
@@ -141,8 +148,12 @@ def test_half_precision_and_inputs_of_different_rank_add_up():
         def forward(self, x, y):
             return self.a(x) + self.b(y).mean(1)
 
-    s = summary(Two().to("meta"), input_shape=[(3,), (4, 5)],
-                dtypes=[torch.float16, torch.float32], verbose=0)
+    s = summary(
+        Two().to("meta"),
+        input_shape=[(3,), (4, 5)],
+        dtypes=[torch.float16, torch.float32],
+        verbose=0,
+    )
     assert s.input_bytes == 3 * 2 + 20 * 4
 
 

@@ -58,19 +58,43 @@ class DictNet(nn.Module):
     def __init__(self):
         super().__init__()
         layers = dict(_layers())
-        self.layers_dict = nn.ModuleDict({
-            "conv1": layers["conv1"], "pool": layers["pool1"], "conv2": layers["conv2"],
-            "dropout": layers["dropout"], "adaptive": layers["adaptive_pool"],
-            "flatten": layers["flatten"], "linear1": layers["linear1"], "relu": layers["relu"],
-            "linear2": layers["linear2"], "sigmoid": layers["sigmoid"],
-        })
+        self.layers_dict = nn.ModuleDict(
+            {
+                "conv1": layers["conv1"],
+                "pool": layers["pool1"],
+                "conv2": layers["conv2"],
+                "dropout": layers["dropout"],
+                "adaptive": layers["adaptive_pool"],
+                "flatten": layers["flatten"],
+                "linear1": layers["linear1"],
+                "relu": layers["relu"],
+                "linear2": layers["linear2"],
+                "sigmoid": layers["sigmoid"],
+            }
+        )
 
     def forward(self, x):
-        for name in ["conv1", "pool", "conv2", "pool", "dropout", "adaptive", "flatten", "linear1",
-                     "relu", "linear2", "sigmoid"]:
+        for name in [
+            "conv1",
+            "pool",
+            "conv2",
+            "pool",
+            "dropout",
+            "adaptive",
+            "flatten",
+            "linear1",
+            "relu",
+            "linear2",
+            "sigmoid",
+        ]:
             x = self.layers_dict[name](x)
         return x
 
 
-ALL = {"module": Net, "sequential": sequential, "ordered_dict": ordered_dict, "module_list": ListNet,
-       "module_dict": DictNet}
+ALL = {
+    "module": Net,
+    "sequential": sequential,
+    "ordered_dict": ordered_dict,
+    "module_list": ListNet,
+    "module_dict": DictNet,
+}

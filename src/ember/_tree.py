@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["concat", "first_tensor", "tree_map", "to_device"]
+__all__ = ["concat", "first_tensor", "to_device", "tree_map"]
 
 
 def tree_map(fn: Callable[[torch.Tensor], Any], obj: Any) -> Any:

@@ -17,15 +17,25 @@ from ember.errors import DataError, ShapeError
 __all__ = ["ELEMENTWISE_LOSSES", "check_loss_inputs", "explain_loss_failure"]
 
 ELEMENTWISE_LOSSES = (
-    nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
-    nn.SoftMarginLoss, nn.PoissonNLLLoss, nn.GaussianNLLLoss,
+    nn.MSELoss,
+    nn.L1Loss,
+    nn.SmoothL1Loss,
+    nn.HuberLoss,
+    nn.BCELoss,
+    nn.BCEWithLogitsLoss,
+    nn.SoftMarginLoss,
+    nn.PoissonNLLLoss,
+    nn.GaussianNLLLoss,
 )
 _CLASS_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
 
 
 def _name(loss_fn: Any) -> str:
-    return type(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else getattr(
-        loss_fn, "__name__", type(loss_fn).__name__)
+    return (
+        type(loss_fn).__name__
+        if isinstance(loss_fn, nn.Module)
+        else getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    )
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:

@@ -47,15 +47,25 @@ def _summary(args: argparse.Namespace) -> None:
     net = obj if isinstance(obj, torch.nn.Module) else obj()
     shapes = [_shape(s) for s in args.input_shape]
     dtype = getattr(torch, args.dtype)
-    summary(net, input_shape=shapes if len(shapes) > 1 else shapes[0], dtypes=dtype,
-            batch_size=args.batch_size, depth=args.depth)
+    summary(
+        net,
+        input_shape=shapes if len(shapes) > 1 else shapes[0],
+        dtypes=dtype,
+        batch_size=args.batch_size,
+        depth=args.depth,
+    )
 
 
 def _demo(args: argparse.Namespace) -> None:
     from ember.demo import run_demo
 
-    run_demo(Path(args.out), Path(args.data) if args.data else None, args.epochs,
-             args.batch_size, args.verbose)
+    run_demo(
+        Path(args.out),
+        Path(args.data) if args.data else None,
+        args.epochs,
+        args.batch_size,
+        args.verbose,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,8 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     summ = commands.add_parser("summary", help="print a model's summary table")
     summ.add_argument("target", help="FILE.py:NAME or module.path:NAME (a module, class or factory)")
-    summ.add_argument("--input-shape", action="append", required=True,
-                      help="e.g. 3,32,32 (repeat for several inputs)")
+    summ.add_argument(
+        "--input-shape",
+        action="append",
+        required=True,
+        help="e.g. 3,32,32 (repeat for several inputs)",
+    )
     summ.add_argument("--dtype", default="float32")
     summ.add_argument("--batch-size", type=int, default=-1)
     summ.add_argument("--depth", type=int, default=None)

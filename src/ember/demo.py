@@ -30,12 +30,20 @@ class CnnModel(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([
-            nn.Conv2d(in_channels, 32, kernel_size=3), nn.MaxPool2d(2, 2),
-            nn.Conv2d(32, 64, kernel_size=5), nn.MaxPool2d(2, 2), nn.Dropout2d(p=0.1),
-            nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten(), nn.Linear(64, 32), nn.ReLU(),
-            nn.Linear(32, num_classes),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels, 32, kernel_size=3),
+                nn.MaxPool2d(2, 2),
+                nn.Conv2d(32, 64, kernel_size=5),
+                nn.MaxPool2d(2, 2),
+                nn.Dropout2d(p=0.1),
+                nn.AdaptiveMaxPool2d((1, 1)),
+                nn.Flatten(),
+                nn.Linear(64, 32),
+                nn.ReLU(),
+                nn.Linear(32, num_classes),
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layers in order."""
@@ -51,13 +59,12 @@ def digits_image_folder(root: Path, test_fraction: float = 0.2, seed: int = 0) -
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise ConfigError("the built-in demo data needs scikit-learn: pip install 'ember[demo]'"
-                          ) from exc
+        raise ConfigError("the built-in demo data needs scikit-learn: pip install 'ember[demo]'") from exc
     if (root / "train").is_dir() and (root / "test").is_dir():
         return root
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.images))
-    n_test = int(round(len(order) * test_fraction))
+    n_test = round(len(order) * test_fraction)
     for rank, index in enumerate(order):
         split = "test" if rank < n_test else "train"
         folder = root / split / str(digits.target[index])
@@ -73,17 +80,24 @@ def _loaders(data: Path, batch_size: int, augment: bool) -> tuple[DataLoader, Da
         if not (data / split).is_dir():
             raise DataError(f"{data / split} is missing: --data needs train/ and test/ image folders")
     evaluation = transforms.ToTensor()
-    training = transforms.Compose([transforms.RandomHorizontalFlip(), evaluation]) if augment \
-        else evaluation
+    training = transforms.Compose([transforms.RandomHorizontalFlip(), evaluation]) if augment else evaluation
     train_set = datasets.ImageFolder(str(data / "train"), transform=training)
     test_set = datasets.ImageFolder(str(data / "test"), transform=evaluation)
     generator = torch.Generator().manual_seed(0)
-    return (DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator),
-            DataLoader(test_set, batch_size=batch_size), train_set.classes)
+    return (
+        DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator),
+        DataLoader(test_set, batch_size=batch_size),
+        train_set.classes,
+    )
 
 
-def run_demo(out: Path, data: Path | None = None, epochs: int | None = None,
-             batch_size: int = 50, verbose: int = 1) -> dict[str, float]:
+def run_demo(
+    out: Path,
+    data: Path | None = None,
+    epochs: int | None = None,
+    batch_size: int = 50,
+    verbose: int = 1,
+) -> dict[str, float]:
     """Train, evaluate and write every artefact; returns the test loss and accuracy."""
     seed_everything(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,27 +107,37 @@ def run_demo(out: Path, data: Path | None = None, epochs: int | None = None,
     else:
         epochs, augment = epochs or 3, True
     train, test, classes = _loaders(data, batch_size, augment)
-    print(f"data: {data} - {len(train.dataset)} train / {len(test.dataset)} test images, "
-          f"classes {classes}")
+    print(f"data: {data} - {len(train.dataset)} train / {len(test.dataset)} test images, classes {classes}")
     net = CnnModel(3, len(classes))
     summary(net, input_shape=(3, 32, 32))
-    model = Model(net).compile(loss=nn.CrossEntropyLoss(), metrics=["accuracy"],
-                               optimizer=torch.optim.Adam(net.parameters(), lr=1e-3))
+    model = Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
+    )
     checkpoint = ModelCheckpoint(out / "checkpoints", monitor="val_accuracy", mode="max")
-    history = model.fit(train, epochs=epochs, validation_data=test, verbose=verbose,
-                        callbacks=[checkpoint, CSVLogger(out / "history.csv")])
+    history = model.fit(
+        train,
+        epochs=epochs,
+        validation_data=test,
+        verbose=verbose,
+        callbacks=[checkpoint, CSVLogger(out / "history.csv")],
+    )
     print(history.to_string(index=False))
     history.plot(path=out / "history.png")
     result = model.evaluate(test)
     _write_predictions(model, test, classes, out / "predictions.csv")
     print(f"test accuracy: {result['accuracy']:.4f} (loss {result['loss']:.4f})")
-    print(f"wrote {out / 'history.png'}, {out / 'history.csv'}, {checkpoint.best_path}, "
-          f"{checkpoint.last_path}, {out / 'predictions.csv'}")
+    print(
+        f"wrote {out / 'history.png'}, {out / 'history.csv'}, {checkpoint.best_path}, "
+        f"{checkpoint.last_path}, {out / 'predictions.csv'}"
+    )
     return result
 
 
-def _write_predictions(model: Model, test: DataLoader, classes: list[str], path: Path,
-                       count: int = 20) -> None:
+def _write_predictions(
+    model: Model, test: DataLoader, classes: list[str], path: Path, count: int = 20
+) -> None:
     samples = test.dataset.samples[:count]  # type: ignore[attr-defined]
     images = torch.stack([test.dataset[i][0] for i in range(len(samples))])
     probabilities = model.predict(images).softmax(dim=1)

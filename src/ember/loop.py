@@ -62,13 +62,18 @@ def _checked_read(meter: Meter, state: TrainState) -> dict[str, float]:
                 f"the training loss became non-finite at epoch {state.epoch}, step {step} "
                 f"(batch {bad + 1} of the epoch); lower the learning rate, clip gradients "
                 "(compile(grad_clip=...)) or check the data for NaN/inf",
-                epoch=state.epoch, step=step,
+                epoch=state.epoch,
+                step=step,
             )
     return logs
 
 
 def run_train_epoch(
-    model: Steps, batches: Iterable[Any], meter: Meter, state: TrainState, cbs: CallbackList,
+    model: Steps,
+    batches: Iterable[Any],
+    meter: Meter,
+    state: TrainState,
+    cbs: CallbackList,
     refresh_every: float,
 ) -> dict[str, float]:
     """One pass of training steps; returns the epoch's exact loss and metrics."""
@@ -90,8 +95,11 @@ def run_train_epoch(
                 cbs.call("on_refresh", state)
                 next_refresh = clock() + refresh_every
     except Exception as exc:
-        _note(exc, f"(ember: during epoch {state.epoch}, step {state.step + 1}, "
-                   f"batch {state.batch + 1} of the epoch)")
+        _note(
+            exc,
+            f"(ember: during epoch {state.epoch}, step {state.step + 1}, "
+            f"batch {state.batch + 1} of the epoch)",
+        )
         raise
     if meter.batches == 0:
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
@@ -130,8 +138,12 @@ def run_predict(model: Steps, batches: Iterable[Any]) -> Any:
 
 
 def fit_loop(
-    model: Steps, train: Iterable[Any], val: Iterable[Any] | None, state: TrainState,
-    cbs: CallbackList, meters: tuple[Meter, Meter | None],
+    model: Steps,
+    train: Iterable[Any],
+    val: Iterable[Any] | None,
+    state: TrainState,
+    cbs: CallbackList,
+    meters: tuple[Meter, Meter | None],
 ) -> None:
     """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``."""
     refresh_every = cbs.refresh_interval

@@ -137,8 +137,11 @@ class Model:
         """
         self._runtime()
         train = as_batches(train_data, batch_size, shuffle, "training data")
-        val = None if validation_data is None else as_batches(
-            validation_data, batch_size, False, "validation data")
+        val = (
+            None
+            if validation_data is None
+            else as_batches(validation_data, batch_size, False, "validation data")
+        )
         builtins: list[Callback] = [HistoryRecorder(self._rows)]
         if verbose:
             builtins.append(ProgressBar(verbose=verbose))
@@ -146,8 +149,10 @@ class Model:
         state = self.state
         state.epochs, state.should_stop = state.epochs_done + int(epochs), False
         state.steps_per_epoch = _length(train)
-        meters = (Meter(self.metrics, self.device, state.steps_per_epoch),
-                  None if val is None else Meter(self.metrics, self.device, _length(val)))
+        meters = (
+            Meter(self.metrics, self.device, state.steps_per_epoch),
+            None if val is None else Meter(self.metrics, self.device, _length(val)),
+        )
         self._check_next_batch = True
         fit_loop(self, train, val, state, cbs, meters)
         return self.history
@@ -274,8 +279,10 @@ def _check_optimizer(optimizer: Any, net: nn.Module) -> None:
     own = {id(p) for p in net.parameters()}
     given = [p for group in optimizer.param_groups for p in group["params"]]
     if given and not any(id(p) in own for p in given):
-        raise ConfigError("the optimizer holds none of this model's parameters; "
-                          "create it from model.parameters() / net.parameters()")
+        raise ConfigError(
+            "the optimizer holds none of this model's parameters; "
+            "create it from model.parameters() / net.parameters()"
+        )
 
 
 def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:

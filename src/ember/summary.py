@@ -82,17 +82,30 @@ class ModelSummary:
         """The rows as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame([{"layer": r.name, "path": r.path, "output_shape": r.output_shape,
-                              "params": r.params, "repeat_of": r.repeat_of, "flops": r.flops}
-                             for r in self.rows])
+        return pd.DataFrame(
+            [
+                {
+                    "layer": r.name,
+                    "path": r.path,
+                    "output_shape": r.output_shape,
+                    "params": r.params,
+                    "repeat_of": r.repeat_of,
+                    "flops": r.flops,
+                }
+                for r in self.rows
+            ]
+        )
 
     def to_markdown(self) -> str:
         """The rows as a Markdown table plus the totals."""
         lines = ["| Layer (type) | Output Shape | Param # | FLOPs |", "|---|---|---:|---:|"]
-        lines += [f"| {r.name} | {_shape_text(r)} | {self._param_text(r)} | {r.flops:,} |"
-                  for r in self.rows]
-        lines += ["", f"Total params: {self.total_params:,}  ",
-                  f"Trainable params: {self.trainable_params:,}  ", f"FLOPs: {self.flops:,}"]
+        lines += [f"| {r.name} | {_shape_text(r)} | {self._param_text(r)} | {r.flops:,} |" for r in self.rows]
+        lines += [
+            "",
+            f"Total params: {self.total_params:,}  ",
+            f"Trainable params: {self.trainable_params:,}  ",
+            f"FLOPs: {self.flops:,}",
+        ]
         return "\n".join(lines)
 
     def _param_text(self, row: LayerRow) -> str:
@@ -106,17 +119,24 @@ class ModelSummary:
         rule = "-" * (_WIDTH + (16 if flops else 0))
         lines = [rule, header + (" {:>15}".format("FLOPs") if flops else ""), "=" * len(rule)]
         for r in self.rows:
-            line = "{:>20}  {:>25} {:>15}".format(r.name, _shape_text(r), self._param_text(r))
+            line = f"{r.name:>20}  {_shape_text(r):>25} {self._param_text(r):>15}"
             lines.append(line + (f" {r.flops:>15,}" if flops else ""))
-        lines += ["=" * len(rule), f"Total params: {self.total_params:,}",
-                  f"Trainable params: {self.trainable_params:,}",
-                  f"Non-trainable params: {self.non_trainable_params:,}"]
+        lines += [
+            "=" * len(rule),
+            f"Total params: {self.total_params:,}",
+            f"Trainable params: {self.trainable_params:,}",
+            f"Non-trainable params: {self.non_trainable_params:,}",
+        ]
         if flops:
             lines += [f"Buffers (not parameters): {self.buffer_count:,}", f"FLOPs: {self.flops:,}"]
-        lines += [rule, f"Input size (MB): {self.input_bytes / MB:.6f}",
-                  f"Forward/backward pass size (MB): {self.forward_backward_bytes / MB:.6f}",
-                  f"Params size (MB): {self.param_bytes / MB:.6f}",
-                  f"Estimated Total Size (MB): {self.total_bytes / MB:.6f}", rule]
+        lines += [
+            rule,
+            f"Input size (MB): {self.input_bytes / MB:.6f}",
+            f"Forward/backward pass size (MB): {self.forward_backward_bytes / MB:.6f}",
+            f"Params size (MB): {self.param_bytes / MB:.6f}",
+            f"Estimated Total Size (MB): {self.total_bytes / MB:.6f}",
+            rule,
+        ]
         if any(r.repeat_of for r in self.rows) and not self.legacy:
             lines.append("* a module called again; its parameters are counted once in the totals")
         lines += self.notes
@@ -292,8 +312,13 @@ def _chosen_modules(net: nn.Module, depth: int | None) -> dict[nn.Module, tuple[
 
 
 def _trace(
-    net: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], depth: int | None,
-    scale: tuple[int, int] | None, batch_size: int, legacy: bool,
+    net: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    depth: int | None,
+    scale: tuple[int, int] | None,
+    batch_size: int,
+    legacy: bool,
 ) -> tuple[list[LayerRow], int]:
     chosen = _chosen_modules(net, depth)
     rows: list[LayerRow] = []
@@ -315,8 +340,9 @@ def _trace(
         _describe_output(row, output, scale, batch_size, legacy, counted)
         row.flops = _per_batch(counter.get_total_flops() - flops_before, scale)
 
-    handles = [h for m in chosen for h in (m.register_forward_pre_hook(before),
-                                           m.register_forward_hook(after))]
+    handles = [
+        h for m in chosen for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))
+    ]
     try:
         with torch.no_grad(), counter:
             net(*args, **kwargs)
@@ -333,7 +359,11 @@ def _trace(
 
 
 def _describe_output(
-    row: LayerRow, output: Any, scale: tuple[int, int] | None, batch_size: int, legacy: bool,
+    row: LayerRow,
+    output: Any,
+    scale: tuple[int, int] | None,
+    batch_size: int,
+    legacy: bool,
     counted: bool,
 ) -> None:
     tensor = first_tensor(output)
@@ -343,11 +373,18 @@ def _describe_output(
             shape[0] = batch_size
         row.output_shape = shape
     if not isinstance(output, torch.Tensor):
-        row.structure = "None" if output is None else (
-            f"{type(output).__name__}[{len(output)}]" if hasattr(output, "__len__")
-            else type(output).__name__)
+        row.structure = (
+            "None"
+            if output is None
+            else (
+                f"{type(output).__name__}[{len(output)}]"
+                if hasattr(output, "__len__")
+                else type(output).__name__
+            )
+        )
     if counted:
         tensors = _tensors(output)
         row.output_elements = sum(_per_batch(t.numel(), scale) for t in tensors)
-        row.output_bytes = sum(_per_batch(t.numel(), scale) * (4 if legacy else t.element_size())
-                               for t in tensors)
+        row.output_bytes = sum(
+            _per_batch(t.numel(), scale) * (4 if legacy else t.element_size()) for t in tensors
+        )

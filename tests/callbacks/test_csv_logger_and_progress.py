@@ -11,8 +11,12 @@ from tests.conftest import mlp
 
 def _model():
     net = mlp()
-    return ember.Model(net).compile(loss=nn.CrossEntropyLoss(), metrics=["accuracy"], device="cpu",
-                                    optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+    return ember.Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+        device="cpu",
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+    )
 
 
 DATA = (torch.randn(40, 4), torch.randint(0, 3, (40,)))
@@ -44,8 +48,13 @@ class _Terminal(io.StringIO):
 
 def test_live_bar_shows_running_values_and_final_logs():
     stream = _Terminal()
-    _model().fit(DATA, epochs=1, batch_size=10, callbacks=[ProgressBar(stream=stream, interval=0.0)],
-                 verbose=0)
+    _model().fit(
+        DATA,
+        epochs=1,
+        batch_size=10,
+        callbacks=[ProgressBar(stream=stream, interval=0.0)],
+        verbose=0,
+    )
     text = stream.getvalue()
     assert "Epoch 1/1" in text and "4/4" in text and "accuracy:" in text
 

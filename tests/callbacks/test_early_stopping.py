@@ -21,8 +21,11 @@ class _Feed(Callback):
 
 def _fit(values, stopper, epochs=10):
     net = mlp()
-    model = ember.Model(net).compile(loss=nn.CrossEntropyLoss(), device="cpu",
-                                     optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+    model = ember.Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        device="cpu",
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+    )
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     history = model.fit((x, y), epochs=epochs, callbacks=[_Feed(values), stopper], verbose=0)
     return model, history
@@ -55,11 +58,18 @@ def test_restore_best_weights():
 
     stopper = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
     net = mlp()
-    model = ember.Model(net).compile(loss=nn.CrossEntropyLoss(), device="cpu",
-                                     optimizer=torch.optim.SGD(net.parameters(), lr=0.5))
+    model = ember.Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        device="cpu",
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+    )
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
-    model.fit((x, y), epochs=5, verbose=0,
-              callbacks=[_Feed([0.5, 0.2, 0.9, 0.9, 0.9]), Snapshot(), stopper])
+    model.fit(
+        (x, y),
+        epochs=5,
+        verbose=0,
+        callbacks=[_Feed([0.5, 0.2, 0.9, 0.9, 0.9]), Snapshot(), stopper],
+    )
     assert torch.equal(net[0].weight, weights[1])  # epoch 2 was best
     assert not torch.equal(weights[1], weights[3])
 

@@ -13,12 +13,15 @@ from ember.compat import torchkeras
 class CnnModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.layers = nn.ModuleList([
-            nn.Conv2d(in_channels=3, out_channels=8, kernel_size=3),
-            nn.MaxPool2d(kernel_size=2, stride=2),
-            nn.AdaptiveMaxPool2d((1, 1)),
-            nn.Flatten(),
-            nn.Linear(8, 2)])
+        self.layers = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels=3, out_channels=8, kernel_size=3),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+                nn.AdaptiveMaxPool2d((1, 1)),
+                nn.Flatten(),
+                nn.Linear(8, 2),
+            ]
+        )
 
     def forward(self, x):
         for layer in self.layers:
@@ -41,17 +44,20 @@ def _images(n=120, seed=0):
 @pytest.fixture
 def loaders():
     x, y = _images()
-    return DataLoader(TensorDataset(x[:90], y[:90]), batch_size=10), \
-        DataLoader(TensorDataset(x[90:], y[90:]), batch_size=10)
+    return DataLoader(TensorDataset(x[:90], y[:90]), batch_size=10), DataLoader(
+        TensorDataset(x[90:], y[90:]), batch_size=10
+    )
 
 
 def test_tutorial_class_style_snippet(loaders, capsys):
     dl_train, dl_valid = loaders
     torch.manual_seed(0)
     model = torchkeras.Model(CnnModel())
-    model.compile(loss_func=nn.CrossEntropyLoss(),
-                  optimizer=torch.optim.Adam(model.parameters(), lr=0.02),
-                  metrics_dict={"accuracy": accuracy})
+    model.compile(
+        loss_func=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.02),
+        metrics_dict={"accuracy": accuracy},
+    )
     dfhistory = model.fit(3, dl_train=dl_train, dl_val=dl_valid, log_step_freq=3)
     out = capsys.readouterr().out
     assert list(dfhistory.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -127,8 +133,11 @@ def test_predict_accepts_one_tuples_and_pairs():
 def test_data_parallel_net_trains_and_saves(loaders):
     dl_train, dl_valid = loaders
     model = torchkeras.Model(nn.DataParallel(CnnModel()))
-    model.compile(loss_func=nn.CrossEntropyLoss(), metrics_dict={"accuracy": accuracy},
-                  device=torch.device("cuda:0" if torch.cuda.is_available() else "cpu"))
+    model.compile(
+        loss_func=nn.CrossEntropyLoss(),
+        metrics_dict={"accuracy": accuracy},
+        device=torch.device("cuda:0" if torch.cuda.is_available() else "cpu"),
+    )
     model.fit(1, dl_train, dl_val=dl_valid)
     keys = sorted(model.net.module.state_dict())
     assert keys[0] == "layers.0.bias"

@@ -27,9 +27,11 @@ def test_class_style_reaches_85_percent_on_cifar2():
     dl_valid = DataLoader(ds_valid, batch_size=50, num_workers=2)
 
     model = torchkeras.Model(CnnModel(in_channels=3, num_classes=2))
-    model.compile(loss_func=nn.CrossEntropyLoss(),
-                  optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
-                  metrics_dict={"accuracy": accuracy})
+    model.compile(
+        loss_func=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+        metrics_dict={"accuracy": accuracy},
+    )
     dfhistory = model.fit(3, dl_train=dl_train, dl_val=dl_valid, log_step_freq=100)
     assert len(dfhistory) == 3
     assert dfhistory["val_accuracy"].iloc[-1] > 0.85

@@ -89,8 +89,7 @@ class CallbackList:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be ember.callbacks.Callback objects, got {cb!r}")
         self._by_hook = {
-            hook: [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
-            for hook in HOOKS
+            hook: [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)] for hook in HOOKS
         }
         intervals = [cb.refresh_interval for cb in self.callbacks if cb.refresh_interval is not None]
         self.refresh_interval: float | None = min(intervals) if intervals else None

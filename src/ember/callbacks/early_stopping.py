@@ -64,8 +64,12 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """Counter, best value and epochs."""
-        return {**self.monitor.state_dict(), "wait": self.wait, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch}
+        return {
+            **self.monitor.state_dict(),
+            "wait": self.wait,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore counter, best value and epochs."""

@@ -45,9 +45,11 @@ class History(pd.DataFrame):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        names = list(metrics) if metrics is not None else [
-            c for c in self.columns if c not in _NOT_PLOTTED and not str(c).startswith("val_")
-        ]
+        names = (
+            list(metrics)
+            if metrics is not None
+            else [c for c in self.columns if c not in _NOT_PLOTTED and not str(c).startswith("val_")]
+        )
         figure = Figure(figsize=(4.5 * max(len(names), 1), 3.5), layout="constrained")
         FigureCanvasAgg(figure)
         axes = figure.subplots(1, max(len(names), 1), squeeze=False)[0]

@@ -49,8 +49,12 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
-            total=state.steps_per_epoch, desc=f"Epoch {state.epoch}/{state.epochs}",
-            file=self.stream, unit="step", leave=True, dynamic_ncols=True,
+            total=state.steps_per_epoch,
+            desc=f"Epoch {state.epoch}/{state.epochs}",
+            file=self.stream,
+            unit="step",
+            leave=True,
+            dynamic_ncols=True,
         )
 
     def on_refresh(self, state: TrainState) -> None:
@@ -72,8 +76,10 @@ class ProgressBar(Callback):
             self._bar = None
             return
         seconds = state.logs.get("seconds", float("nan"))
-        print(f"epoch {state.epoch}/{state.epochs} - {seconds:.1f}s - {format_logs(state.logs)}",
-              flush=True)
+        print(
+            f"epoch {state.epoch}/{state.epochs} - {seconds:.1f}s - {format_logs(state.logs)}",
+            flush=True,
+        )
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
         """Close an open bar so the traceback is readable."""

@@ -109,9 +109,7 @@ class Model(nn.Module):
             raise ConfigError("call model.compile(loss_func=...) before fit or evaluate")
         return self._engine
 
-    def fit(
-        self, epochs: int, dl_train: Any, dl_val: Any = None, log_step_freq: int = 1
-    ) -> pd.DataFrame:
+    def fit(self, epochs: int, dl_train: Any, dl_val: Any = None, log_step_freq: int = 1) -> pd.DataFrame:
         """Train; prints a step log every ``log_step_freq`` steps and a table per epoch.
 
         Returns:
@@ -119,8 +117,7 @@ class Model(nn.Module):
         """
         engine = self._compiled()
         callbacks = [_EpochTable(), _StepLog(log_step_freq)]
-        history = engine.fit(dl_train, epochs=epochs, validation_data=dl_val,
-                             callbacks=callbacks, verbose=0)
+        history = engine.fit(dl_train, epochs=epochs, validation_data=dl_val, callbacks=callbacks, verbose=0)
         return pd.DataFrame(history.drop(columns=["lr", "seconds"]))
 
     def evaluate(self, dl_val: Any) -> dict[str, float]:
@@ -143,5 +140,6 @@ def summary(
     model: nn.Module, input_shape: Any, input_dtype: Any = torch.FloatTensor, batch_size: int = -1
 ) -> ModelSummary:
     """``torchkeras.summary(net, input_shape=...)`` as the tutorial prints it."""
-    return ember_summary(model, input_shape=input_shape, dtypes=input_dtype,
-                         batch_size=batch_size, legacy=True)
+    return ember_summary(
+        model, input_shape=input_shape, dtypes=input_dtype, batch_size=batch_size, legacy=True
+    )

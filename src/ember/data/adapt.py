@@ -37,8 +37,9 @@ def as_batches(
         raise DataError(f"{what} is an empty list")
     if isinstance(data, DataLoader) or _is_batch_iterable(data):
         if batch_size is not None:
-            raise ConfigError(f"{what}: batch_size= applies to arrays and Datasets; "
-                              "a DataLoader brings its own batch size")
+            raise ConfigError(
+                f"{what}: batch_size= applies to arrays and Datasets; a DataLoader brings its own batch size"
+            )
         return data
     size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(data, Dataset):

@@ -25,7 +25,7 @@ def _is_pandas(obj: Any) -> bool:
 
 def _pandas_to_numpy(obj: Any, what: str) -> np.ndarray:
     frame = obj.to_frame() if obj.ndim == 1 else obj
-    bad = [str(c) for c, dt in frame.dtypes.items() if not (dt.kind in "biuf")]
+    bad = [str(c) for c, dt in frame.dtypes.items() if dt.kind not in "biuf"]
     if bad:
         raise DataError(f"{what}: columns {bad} are not numeric; encode them before training")
     return obj.to_numpy()

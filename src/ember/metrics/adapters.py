@@ -56,9 +56,7 @@ class FunctionMetric(Metric):
         try:
             number = float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"metric {self.name!r} returned {type(value).__name__}, not a number"
-            ) from exc
+            raise ConfigError(f"metric {self.name!r} returned {type(value).__name__}, not a number") from exc
         n = len(target) if target.dim() else 1
         self._sum += number * n
         self._counts["count"] += n
@@ -137,9 +135,7 @@ def _resolve_one(spec: Any, name: str | None) -> Metric:
         return TorchMetricsMetric(spec, name or _snake(type(spec).__name__))
     if callable(spec):
         return FunctionMetric(spec, name or getattr(spec, "__name__", type(spec).__name__))
-    raise ConfigError(
-        f"metric {spec!r} is not a name, an ember Metric, a torchmetrics metric or a function"
-    )
+    raise ConfigError(f"metric {spec!r} is not a name, an ember Metric, a torchmetrics metric or a function")
 
 
 def resolve_metrics(specs: Sequence[Any] | Mapping[str, Any] | None) -> list[Metric]:
@@ -151,7 +147,7 @@ def resolve_metrics(specs: Sequence[Any] | Mapping[str, Any] | None) -> list[Met
     """
     if specs is None:
         return []
-    if isinstance(specs, (str, Metric)) or callable(specs) and not isinstance(specs, Mapping):
+    if isinstance(specs, (str, Metric)) or (callable(specs) and not isinstance(specs, Mapping)):
         specs = [specs]
     pairs = specs.items() if isinstance(specs, Mapping) else ((None, s) for s in specs)
     metrics = [_resolve_one(spec, name) for name, spec in pairs]

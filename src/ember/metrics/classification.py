@@ -56,8 +56,7 @@ class Accuracy(Metric):
             target = target > 0.5 if target.is_floating_point() else target.bool()
         if predicted.numel() != target.numel():
             raise ShapeError(
-                f"{self.name}: predictions {tuple(preds.shape)} do not match targets "
-                f"{tuple(target.shape)}"
+                f"{self.name}: predictions {tuple(preds.shape)} do not match targets {tuple(target.shape)}"
             )
         self._tensors["correct"].add_((predicted.reshape(-1) == target.reshape(-1)).sum())
         self._counts["total"] += predicted.numel()

@@ -102,8 +102,9 @@ class Meter:
         """Restore a running epoch saved by :meth:`state_dict`."""
         losses = torch.as_tensor(state["losses"]).to(self.device, self._dtype)
         sizes = list(state["sizes"])  # type: ignore[call-overload]
-        self._losses = torch.zeros(max(len(sizes) * 2, _INITIAL_CAPACITY), dtype=self._dtype,
-                                   device=self.device)
+        self._losses = torch.zeros(
+            max(len(sizes) * 2, _INITIAL_CAPACITY), dtype=self._dtype, device=self.device
+        )
         self._losses[: len(sizes)] = losses
         self._sizes = [int(s) for s in sizes]
         for metric in self.metrics:
