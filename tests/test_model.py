@@ -211,6 +211,14 @@ def test_bf16_precision_trains_on_cpu(blobs):
     assert history["accuracy"].iloc[-1] > 0.8
 
 
+def test_fp16_precision_uses_a_grad_scaler(blobs):
+    model = _compiled(precision="16", metrics=["accuracy"])
+    history = model.fit(blobs, epochs=3, verbose=0)
+    assert isinstance(model.scaler, torch.amp.GradScaler)
+    assert model.scaler.get_scale() == 65536.0  # no overflow on this data: the initial scale
+    assert history["accuracy"].iloc[-1] > 0.8
+
+
 def test_optimizer_for_another_model_is_rejected():
     other = nn.Linear(2, 2)
     with pytest.raises(ConfigError, match="none of this model's parameters"):

@@ -19,15 +19,15 @@ class _Feed(Callback):
         state.logs["val_loss"] = self.values[state.epoch - 1]
 
 
-def _fit(values, stopper, epochs=10):
+def _fit(values, *callbacks, epochs=10):
     net = mlp()
     model = ember.Model(net).compile(
         loss=nn.CrossEntropyLoss(),
         device="cpu",
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
     )
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
-    history = model.fit((x, y), epochs=epochs, callbacks=[_Feed(values), stopper], verbose=0)
+    history = model.fit((x, y), epochs=epochs, callbacks=[_Feed(values), *callbacks], verbose=0)
     return model, history
 
 
@@ -57,19 +57,8 @@ def test_restore_best_weights():
             weights.append(state.model.net[0].weight.detach().clone())
 
     stopper = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
-    net = mlp()
-    model = ember.Model(net).compile(
-        loss=nn.CrossEntropyLoss(),
-        device="cpu",
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
-    )
-    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
-    model.fit(
-        (x, y),
-        epochs=5,
-        verbose=0,
-        callbacks=[_Feed([0.5, 0.2, 0.9, 0.9, 0.9]), Snapshot(), stopper],
-    )
+    model, _ = _fit([0.5, 0.2, 0.9, 0.9, 0.9], Snapshot(), stopper, epochs=5)
+    net = model.net
     assert torch.equal(net[0].weight, weights[1])  # epoch 2 was best
     assert not torch.equal(weights[1], weights[3])
 

@@ -58,7 +58,9 @@ class Accuracy(Metric):
             raise ShapeError(
                 f"{self.name}: predictions {tuple(preds.shape)} do not match targets {tuple(target.shape)}"
             )
-        self._tensors["correct"].add_((predicted.reshape(-1) == target.reshape(-1)).sum())
+        if predicted.dim() != 1 or target.dim() != 1:  # views cost a dispatch each: only when needed
+            predicted, target = predicted.reshape(-1), target.reshape(-1)
+        self._tensors["correct"].add_((predicted == target).sum())
         self._counts["total"] += predicted.numel()
 
     def _binary_threshold(self, preds: torch.Tensor) -> torch.Tensor | float:

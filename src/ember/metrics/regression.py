@@ -5,6 +5,8 @@ Element-wise over all outputs; predictions and targets must have the same number
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ember.errors import ShapeError
@@ -14,15 +16,13 @@ __all__ = ["MAE", "MSE", "RMSE"]
 
 
 class _ErrorSum(Metric):
-    """Sum of a per-element error and the number of elements."""
+    """Sum of a per-element error and the number of elements; ``compute`` is their ratio."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, error: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__(name)
+        self._error = error
         self.add_state("error")
         self.add_state("count", kind="count")
-
-    def _error(self, diff: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add the batch's summed error."""
@@ -35,7 +35,8 @@ class _ErrorSum(Metric):
         self._tensors["error"].add_(self._error(diff).sum())
         self._counts["count"] += diff.numel()
 
-    def _mean(self) -> torch.Tensor:
+    def compute(self) -> torch.Tensor:
+        """The mean error over every element seen."""
         return self.ratio("error", "count")
 
 
@@ -43,36 +44,22 @@ class MAE(_ErrorSum):
     """Mean absolute error. Example: ``Model.compile(..., metrics=["mae"])``."""
 
     def __init__(self, name: str = "mae") -> None:
-        super().__init__(name)
-
-    def _error(self, diff: torch.Tensor) -> torch.Tensor:
-        return diff.abs()
-
-    def compute(self) -> torch.Tensor:
-        """Mean of |pred - target|."""
-        return self._mean()
+        super().__init__(name, torch.abs)
 
 
 class MSE(_ErrorSum):
     """Mean squared error."""
 
     def __init__(self, name: str = "mse") -> None:
-        super().__init__(name)
-
-    def _error(self, diff: torch.Tensor) -> torch.Tensor:
-        return diff.square()
-
-    def compute(self) -> torch.Tensor:
-        """Mean of (pred - target)^2."""
-        return self._mean()
+        super().__init__(name, torch.square)
 
 
-class RMSE(MSE):
+class RMSE(_ErrorSum):
     """Root of the epoch's mean squared error (not the mean of batch roots)."""
 
     def __init__(self, name: str = "rmse") -> None:
-        super().__init__(name)
+        super().__init__(name, torch.square)
 
     def compute(self) -> torch.Tensor:
         """sqrt(MSE)."""
-        return self._mean().sqrt()
+        return super().compute().sqrt()
