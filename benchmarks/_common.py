@@ -34,10 +34,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Save ``payload`` with machine, torch version and date under benchmarks/results/."""
     RESULTS.mkdir(exist_ok=True)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name()
     record = {
         "benchmark": name,
         "date": datetime.date.today().isoformat(),

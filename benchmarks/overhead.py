@@ -4,7 +4,7 @@ Both train the same MLP 32 -> 64 -> 10 on 20000 random samples, batch 64, Adam, 
 same initial weights and the same data. Both compute the same outputs: the exact epoch loss and
 accuracy, accumulated on the device and read once per epoch in the raw loop; ember adds its live
 progress bar (drawn into a fake terminal), history and callbacks. Runs are interleaved, at least five
-repeats each; prints the median ``fit/raw`` ratio. Usage: ``python benchmarks/overhead.py [--repeats N]``.
+repeats each (11 by default); prints the median ``fit/raw`` ratio. Usage: ``python benchmarks/overhead.py [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def ember_fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
