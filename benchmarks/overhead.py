@@ -4,7 +4,8 @@ Both train the same MLP 32 -> 64 -> 10 on 20000 random samples, batch 64, Adam, 
 same initial weights and the same data. Both compute the same outputs: the exact epoch loss and
 accuracy, accumulated on the device and read once per epoch in the raw loop; ember adds its live
 progress bar (drawn into a fake terminal), history and callbacks. Runs are interleaved, at least five
-repeats each (11 by default); prints the median ``fit/raw`` ratio. Usage: ``python benchmarks/overhead.py [--repeats N]``.
+repeats each (11 by default); prints the median ``fit/raw`` ratio.
+Usage: ``python benchmarks/overhead.py [--repeats N]``.
 """
 
 from __future__ import annotations

@@ -139,6 +139,37 @@ def test_dict_input_and_output():
     assert s.input_bytes == (10 + 20) * 4
 
 
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.counter = Counter()
+
+    def forward(self, x):
+        return self.fc(x), self.counter(x)
+
+
+class Counter(nn.Module):
+    def forward(self, x):
+        return len(x)
+
+
+def test_outputs_without_tensors_are_described():
+    s = summary(Odd(), input_shape=(2,), verbose=0)
+    assert [(r.name, r.output_shape, r.structure) for r in s.rows] == [
+        ("Linear-1", [-1, 2], ""),
+        ("Counter-2", [], "int"),
+    ]
+    assert "Counter-2" in str(s) and " - int" in str(s)
+
+
+def test_half_precision_input_counts_two_bytes():
+    net = nn.Linear(4, 3).half()
+    s = summary(net, input_shape=(4,), dtypes=torch.float16, verbose=0)
+    assert s.input_bytes == 4 * 2 and s.param_bytes == 15 * 2
+    assert s.forward_backward_bytes == 2 * 3 * 2
+
+
 def test_half_precision_and_inputs_of_different_rank_add_up():
     class Two(nn.Module):
         def __init__(self):

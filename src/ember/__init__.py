@@ -16,6 +16,7 @@ from ember.errors import (
 )
 from ember.model import Model
 from ember.seed import seed_everything
+from ember.summary import ModelSummary, summary
 
 __version__ = "0.1.0"
 
@@ -26,10 +27,12 @@ __all__ = [
     "EmberError",
     "History",
     "Model",
+    "ModelSummary",
     "NonFiniteLossError",
     "ShapeError",
     "__version__",
     "load_weights",
     "save_weights",
     "seed_everything",
+    "summary",
 ]
