@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ember.data import TensorBatches, as_batches
+from ember.data import DeviceLoader, as_batches
 from ember.data.adapt import set_epoch
 from ember.errors import ConfigError, DataError
 
@@ -20,9 +20,9 @@ def test_dataset_gets_a_loader_with_the_batch_size():
     assert isinstance(loader, DataLoader) and len(loader) == 3
 
 
-def test_arrays_become_tensor_batches():
+def test_arrays_become_a_device_loader():
     batches = as_batches((np.zeros((70, 2)), np.zeros(70)))
-    assert isinstance(batches, TensorBatches) and len(batches) == 3  # default batch size 32
+    assert isinstance(batches, DeviceLoader) and len(batches) == 3  # default batch size 32
 
 
 def test_empty_data_is_named():

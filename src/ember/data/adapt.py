@@ -1,7 +1,8 @@
 """Adapt whatever ``fit``/``evaluate``/``predict`` receive into one iterable of batches.
 
 DataLoaders and other iterables are used as they are; Datasets get a DataLoader; tensors, arrays and
-pandas objects become :class:`~ember.data.batches.TensorBatches`. Errors name what was passed.
+pandas objects become a :class:`~ember.data.device.DeviceLoader` (left on their device).
+Errors name what was passed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ember.data.batches import TensorBatches
+from ember.data.device import DeviceLoader
 from ember.data.tabular import from_arrays
 from ember.errors import ConfigError, DataError
 
@@ -54,7 +55,7 @@ def as_batches(
         dataset = from_arrays(data)
     if len(dataset) == 0:
         raise DataError(f"{what} has 0 samples")
-    return TensorBatches(*dataset.tensors, batch_size=size, shuffle=shuffle)
+    return DeviceLoader(*dataset.tensors, batch_size=size, shuffle=shuffle)
 
 
 def _is_batch_iterable(data: Any) -> bool:

@@ -1,7 +1,7 @@
 """Tensors, numpy arrays and pandas objects -> torch tensors and TensorDatasets, with sensible dtypes.
 
-Float features become float32, integer labels int64, booleans float32. Knows torch, numpy and pandas;
-nothing about training.
+Float features become float32, integer labels int64, booleans float32; uint8 (images) stays uint8.
+Knows torch, numpy and pandas; nothing about training.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _pandas_to_numpy(obj: Any, what: str) -> np.ndarray:
 def to_tensor(data: Any, what: str = "data") -> torch.Tensor:
     """A tensor from a tensor, numpy array, pandas DataFrame/Series or nested list.
 
-    float64 -> float32, bool -> float32, other integers -> int64; float16/bfloat16 are kept.
+    float64 -> float32, bool -> float32, uint8 kept (images), other integers -> int64;
+    float16/bfloat16 are kept.
 
     Example:
         >>> to_tensor(np.array([1.5, 2.0])).dtype
@@ -48,8 +49,10 @@ def to_tensor(data: Any, what: str = "data") -> torch.Tensor:
         array = np.asarray(data)
         data = torch.from_numpy(array if array.flags.writeable else array.copy())
     tensor = data
-    if tensor.dtype == torch.float64 or tensor.dtype == torch.bool:
+    if tensor.dtype in (torch.float64, torch.bool):
         return tensor.float()
+    if tensor.dtype == torch.uint8:  # images: kept compact, scaled to [0, 1] when batches are cut
+        return tensor
     if not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype != torch.int64:
         return tensor.long()
     return tensor

@@ -1,0 +1,173 @@
+"""DeviceLoader: batches cut from whole tensors (on the GPU when asked) with one gather each.
+
+The dataset moves to ``device`` once; every epoch's order is a permutation drawn from
+``(seed, epoch)`` on that device, and random batch augmentation is seeded from ``(seed, epoch, batch)``
+(numpy's SeedSequence mixes the numbers), so what a batch holds depends on neither the process history
+nor where training was resumed. ``state_dict`` holds seed, epoch and position. uint8 images stay uint8
+on the device until their batch is cut. Knows torch and numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ember.errors import DataError
+
+__all__ = ["DeviceLoader", "epoch_generator", "random_crop", "random_flip"]
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def epoch_generator(
+    seed: int, epoch: int, batch: int | None = None, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator seeded from ``(seed, epoch)`` or ``(seed, epoch, batch)``, mixed by numpy's
+    SeedSequence: the same numbers always give the same stream, nearby numbers unrelated ones."""
+    entropy = [abs(int(seed)), int(epoch)] + ([] if batch is None else [int(batch)])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state) % (2**63 - 1))
+    return generator
+
+
+def random_flip(dim: int = -1, p: float = 0.5) -> Augment:
+    """Flip each image of a batch along ``dim`` (default: horizontally) with probability ``p``."""
+
+    def apply(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        chosen = torch.rand(images.shape[0], device=images.device, generator=generator) < p
+        mask = chosen.view(-1, *([1] * (images.dim() - 1)))
+        return torch.where(mask, images.flip(dim), images)
+
+    return apply
+
+
+def random_crop(padding: int = 4) -> Augment:
+    """Pad each image by ``padding`` (zeros) and cut a random crop of the original size (per image)."""
+
+    def apply(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, height, width = images.shape
+        padded = torch.nn.functional.pad(images, (padding,) * 4)
+        offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device, generator=generator)
+        rows = (offsets[0].view(n, 1) + torch.arange(height, device=images.device)).view(n, 1, height, 1)
+        cols = (offsets[1].view(n, 1) + torch.arange(width, device=images.device)).view(n, 1, 1, width)
+        rows = rows.expand(-1, images.shape[1], -1, padded.shape[3])
+        cropped_rows = padded.gather(2, rows)
+        return cropped_rows.gather(3, cols.expand(-1, images.shape[1], height, -1))
+
+    return apply
+
+
+class DeviceLoader:
+    """Iterate over batches of equal-length tensors held whole on one device.
+
+    Args:
+        tensors: one or more tensors with the same first dimension (features, labels, ...).
+        batch_size: samples per batch.
+        shuffle: a new permutation every epoch, drawn from ``seed`` and the epoch number.
+        drop_last: drop the last incomplete batch.
+        device: where the data lives (None: leave each tensor where it is).
+        seed: the shuffle and augmentation seed; None draws one from torch's global RNG (so
+            ``seed_everything`` controls it).
+        augment: functions ``(images, generator) -> images`` applied to the first tensor of every batch
+            (e.g. ``[random_flip(), random_crop(4)]``), run on the device for the whole batch at once.
+        scale_uint8: turn uint8 tensors into float32 in [0, 1] after the gather and augmentation.
+
+    Example:
+        >>> loader = DeviceLoader(torch.arange(5), batch_size=2)
+        >>> [b[0].tolist() for b in loader]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        device: str | torch.device | None = None,
+        seed: int | None = None,
+        augment: Sequence[Augment] | Augment | None = None,
+        scale_uint8: bool = True,
+    ) -> None:
+        _check(tensors, batch_size)
+        self.tensors = tuple(t if device is None else t.to(device) for t in tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.augment = [augment] if callable(augment) else list(augment or [])
+        self.scale_uint8 = scale_uint8
+        self.epoch = 0
+        self.position = 0  # the next batch of the current epoch
+
+    @property
+    def device(self) -> torch.device:
+        """Where the batches are cut."""
+        return self.tensors[0].device
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch before batching."""
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation the next iteration uses (from its first batch)."""
+        if epoch != self.epoch:
+            self.epoch, self.position = epoch, 0
+
+    def _order(self) -> torch.Tensor | None:
+        if not self.shuffle:
+            return None
+        generator = epoch_generator(self.seed, self.epoch, device=self.device)
+        return torch.randperm(self.num_samples, generator=generator, device=self.device)
+
+    def batch(self, b: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Batch ``b`` of the current epoch (``order`` is the epoch's permutation, if shuffled)."""
+        size = self.batch_size
+        if order is None:
+            parts = [t[b * size : (b + 1) * size] for t in self.tensors]
+        else:
+            index = order[b * size : (b + 1) * size]
+            parts = [t[index] for t in self.tensors]
+        if self.augment:
+            generator = epoch_generator(self.seed, self.epoch, b, device=self.device)
+            for fn in self.augment:
+                parts[0] = fn(parts[0], generator)
+        if self.scale_uint8:
+            parts = [p.float().div_(255) if p.dtype == torch.uint8 else p for p in parts]
+        return tuple(parts)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = self._order()
+        for b in range(self.position, len(self)):
+            self.position = b + 1
+            yield self.batch(b, order)
+        self.position = 0
+        self.epoch += 1
+
+    def state_dict(self) -> dict[str, int]:
+        """Seed, epoch and the next batch's position."""
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a saved position (the next iteration resumes mid-epoch)."""
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+        self.position = int(state.get("position", 0))
+
+
+def _check(tensors: Sequence[torch.Tensor], batch_size: int) -> None:
+    if not tensors:
+        raise DataError("DeviceLoader needs at least one tensor")
+    lengths = [len(t) for t in tensors]
+    if len(set(lengths)) != 1:
+        raise DataError(f"tensors have different lengths: {lengths}")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,0 +1,204 @@
+"""Image folders on torchvision's ImageFolder, with bad files found up front, and a decoded cache.
+
+``image_folder`` checks every image once when it is built (a zero-byte, truncated or non-image file
+raises DataError naming it, or is skipped and counted), so no bare PIL error surfaces mid-epoch.
+``cache_images`` decodes a folder once into a uint8 N x C x H x W ``.npy`` (memory-mapped on load).
+Knows torch, torchvision, PIL and numpy; nothing about training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+from ember.errors import DataError
+
+__all__ = ["CachedImages", "ImageFolder", "cache_images", "image_folder"]
+
+
+def _problem(path: str) -> str | None:
+    """Why ``path`` is not a readable image, or None when it decodes."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as image:
+            image.load()  # full decode: catches truncated files
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    except Exception as exc:  # PIL raises assorted errors on corrupt data
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder with ``skipped``: the unreadable files left out (path, reason)."""
+
+    skipped: list[tuple[str, str]]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        try:
+            return super().__getitem__(index)
+        except OSError as exc:  # changed on disk after the scan
+            raise DataError(f"cannot read image {self.samples[index][0]}: {exc}") from exc
+
+
+def image_folder(
+    root: str | Path,
+    transform: Callable[[Any], Any] | None = None,
+    target_transform: Callable[[int], Any] | None = None,
+    on_bad_file: str = "error",
+) -> ImageFolder:
+    """An ImageFolder over ``root/<class>/<image>`` whose every image was checked once.
+
+    Args:
+        root: the folder with one subfolder per class (sorted names give the class indices).
+        transform, target_transform: as for torchvision's ImageFolder.
+        on_bad_file: "error" raises DataError naming the first unreadable file; "skip" leaves such
+            files out, lists them in ``dataset.skipped`` and warns with their count.
+
+    Example:
+        >>> ds = image_folder("../shared/data/cifar2/train")  # doctest: +SKIP
+        >>> ds.class_to_idx
+        {'0_airplane': 0, '1_automobile': 1}
+    """
+    if on_bad_file not in ("error", "skip"):
+        raise DataError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+    root = Path(root)
+    _check_layout(root)
+    skipped: list[tuple[str, str]] = []
+
+    def valid(path: str) -> bool:
+        if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+            return False
+        problem = _problem(path)
+        if problem is None:
+            return True
+        if on_bad_file == "error":
+            raise DataError(f"unreadable image {path}: {problem} (use on_bad_file='skip' to leave it out)")
+        skipped.append((path, problem))
+        return False
+
+    try:
+        dataset = ImageFolder(str(root), transform, target_transform, is_valid_file=valid)
+    except FileNotFoundError as exc:
+        raise DataError(f"{root}: {exc}; each class folder needs at least one readable image") from exc
+    dataset.skipped = skipped
+    if skipped:
+        warnings.warn(
+            f"{root}: skipped {len(skipped)} unreadable image(s), first {skipped[0][0]}", stacklevel=2
+        )
+    return dataset
+
+
+def _check_layout(root: Path) -> None:
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} is not a directory")
+    classes = [entry for entry in root.iterdir() if entry.is_dir()]
+    if not classes:
+        raise DataError(f"image folder {root} has no class subfolders (expected root/<class>/<image>)")
+    empty = sorted(c.name for c in classes if not any(p.is_file() for p in c.rglob("*")))
+    if empty:
+        raise DataError(f"class folder(s) {empty} under {root} contain no files")
+
+
+class CachedImages(Dataset):
+    """Decoded images (uint8 N x C x H x W, memory-mapped) and their labels.
+
+    ``dataset[i]`` gives ``(float32 C x H x W in [0, 1], label)``, like ``ToTensor`` would, after an
+    optional ``transform`` on that tensor. ``images`` / ``labels`` are the whole arrays as tensors, for
+    ``DeviceLoader(cache.images, cache.labels, device="cuda", augment=...)``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str],
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.array = images
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        self.classes = classes
+        self.transform = transform
+
+    @property
+    def images(self) -> torch.Tensor:
+        """All images as one uint8 tensor (read from the memory map)."""
+        return torch.from_numpy(np.array(self.array))  # a writable copy in memory
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(np.array(self.array[i])).float().div_(255)
+        return (self.transform(image) if self.transform else image), self.labels[i]
+
+
+def _fingerprint(dataset: datasets.ImageFolder) -> str:
+    digest = hashlib.sha256()
+    for path, label in dataset.samples:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_images(
+    dataset: datasets.ImageFolder,
+    path: str | Path,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> CachedImages:
+    """Decode every image of ``dataset`` once into ``path`` (``.npy``, uint8 N x C x H x W).
+
+    A later call with the same files (paths, sizes, modification times) maps the existing cache
+    instead of decoding again; when the files changed, the cache is rebuilt. The cache is written to a
+    temporary file and renamed, so an interrupted build never leaves a half cache behind.
+    """
+    path = Path(path).with_suffix(".npy")
+    meta_path = path.with_suffix(".json")
+    key = _fingerprint(dataset)
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return CachedImages(
+                np.load(path, mmap_mode="r"), np.asarray(meta["labels"]), meta["classes"], transform
+            )
+    images = _decode_all(dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, images)
+    os.replace(tmp, path)
+    labels = [label for _, label in dataset.samples]
+    meta_path.write_text(json.dumps({"key": key, "classes": dataset.classes, "labels": labels}))
+    return CachedImages(np.load(path, mmap_mode="r"), np.asarray(labels), dataset.classes, transform)
+
+
+def _decode_all(dataset: datasets.ImageFolder) -> np.ndarray:
+    first_shape = None
+    arrays = []
+    for file, _ in dataset.samples:
+        with Image.open(file) as image:
+            array = np.asarray(image.convert("RGB"))
+        if first_shape is None:
+            first_shape = array.shape
+        elif array.shape != first_shape:
+            raise DataError(
+                f"{file} is {array.shape[1]}x{array.shape[0]}, the first image "
+                f"{first_shape[1]}x{first_shape[0]}: cache_images needs one size (resize first)"
+            )
+        arrays.append(array)
+    return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))

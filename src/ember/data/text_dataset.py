@@ -1,0 +1,197 @@
+"""TextClassificationDataset: ``label<TAB>text`` files as one memory-mapped int32 id array, cached.
+
+The first load tokenises the file (or reads pre-tokenised ids) and writes ``<name>.<key>.npy`` plus a
+small JSON (labels, vocabulary) into a cache folder (``cache_dir``, default ``~/.cache/ember/text``);
+``key`` hashes the file's bytes and the settings,
+so a changed file or setting rebuilds the cache. Malformed lines are reported with file and line
+number. Knows numpy, torch and ember.data.text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ember.data.loading import GatherDataset
+from ember.data.text import Vocabulary, encode, pack
+from ember.errors import DataError
+
+__all__ = ["TextClassificationDataset"]
+
+_BAD_LINES = ("error", "warn", "skip")
+
+
+def _cache_folder(cache_dir: str | Path | None) -> Path:
+    """``cache_dir``, else the user's cache folder (data folders are often read-only or shared)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember" / "text"
+
+
+def _read_lines(path: Path, on_bad_lines: str) -> tuple[list[int], list[str], int]:
+    """Labels and texts of ``label<TAB>text`` lines; bad lines raise, warn or are skipped."""
+    if on_bad_lines not in _BAD_LINES:
+        raise DataError(f"on_bad_lines must be one of {_BAD_LINES}, got {on_bad_lines!r}")
+    labels, texts, bad = [], [], 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            label, tab, text = line.rstrip("\n").partition("\t")
+            problem = "no tab between label and text" if not tab else None
+            if problem is None and not label.strip().lstrip("-").isdigit():
+                problem = f"label {label!r} is not an integer"
+            if problem is not None:
+                if on_bad_lines == "error":
+                    raise DataError(f"{path}:{number}: {problem}")
+                if on_bad_lines == "warn":
+                    warnings.warn(f"{path}:{number}: {problem}; line skipped", stacklevel=3)
+                bad += 1
+                continue
+            labels.append(int(label))
+            texts.append(text)
+    if not labels:
+        raise DataError(f"{path} has no usable lines")
+    return labels, texts, bad
+
+
+def _key(path: Path, settings: dict) -> str:
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+class TextClassificationDataset(Dataset):
+    """Fixed-length id rows and integer labels.
+
+    ``dataset[i]`` is ``(ids: LongTensor[max_len], label)`` with the label a float tensor of shape
+    ``[1]`` (``label_dtype=torch.float32``, for BCE losses, as in the tutorial) or a long scalar
+    (``label_dtype=torch.long``). ``ids`` is the whole memory-mapped int32 array; ``skipped_lines``
+    counts lines left out by ``on_bad_lines``.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        vocab: Vocabulary | None = None,
+        label_dtype: torch.dtype = torch.float32,
+        skipped_lines: int = 0,
+    ) -> None:
+        self.ids = ids
+        self.labels = labels
+        self.vocab = vocab
+        self.label_dtype = label_dtype
+        self.skipped_lines = skipped_lines
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _label(self, values: np.ndarray | int) -> torch.Tensor:
+        label = torch.as_tensor(values, dtype=self.label_dtype)
+        return label.unsqueeze(-1) if self.label_dtype.is_floating_point else label
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.ids[i].astype(np.int64)), self._label(int(self.labels[i]))
+
+    def gather_view(self) -> GatherDataset:
+        """The same samples as whole tensors, for one-gather batches (``ember.data.loader``)."""
+        ids = torch.from_numpy(np.asarray(self.ids, dtype=np.int64))
+        return GatherDataset([ids, self._label(self.labels)])
+
+    @classmethod
+    def from_tsv(
+        cls,
+        path: str | Path,
+        vocab: Vocabulary | None = None,
+        max_words: int = 10000,
+        max_len: int = 200,
+        on_bad_lines: str = "error",
+        cache_dir: str | Path | None = None,
+        label_dtype: torch.dtype = torch.float32,
+    ) -> TextClassificationDataset:
+        """Read ``label<TAB>text`` lines, building a vocabulary (``max_words``) unless one is given."""
+        source = Path(path)
+        settings = {
+            "kind": "text",
+            "max_len": max_len,
+            "max_words": max_words,
+            "vocab": vocab.digest() if vocab else None,
+            "on_bad_lines": on_bad_lines,
+        }
+
+        def build() -> tuple[np.ndarray, list[int], list[str], int]:
+            labels, texts, bad = _read_lines(source, on_bad_lines)
+            built = vocab or Vocabulary.build(texts, max_words=max_words)
+            return encode(texts, built, max_len), labels, built.words, bad
+
+        return cls._cached(source, settings, build, cache_dir, label_dtype)
+
+    @classmethod
+    def from_token_tsv(
+        cls,
+        path: str | Path,
+        max_len: int = 200,
+        on_bad_lines: str = "error",
+        cache_dir: str | Path | None = None,
+        label_dtype: torch.dtype = torch.float32,
+    ) -> TextClassificationDataset:
+        """Read already tokenised ``label<TAB>id id id ...`` lines (e.g. ../shared/data/imdb)."""
+        source = Path(path)
+        settings = {"kind": "tokens", "max_len": max_len, "on_bad_lines": on_bad_lines}
+
+        def build() -> tuple[np.ndarray, list[int], list[str], int]:
+            labels, texts, bad = _read_lines(source, on_bad_lines)
+            rows = []
+            for number, text in enumerate(texts, 1):
+                try:
+                    rows.append(np.array(text.split(), dtype=np.int32))
+                except ValueError as exc:
+                    raise DataError(f"{source}: sample {number}: ids must be integers ({exc})") from exc
+            lengths = np.array([len(r) for r in rows])
+            flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+            return pack(flat, lengths, max_len), labels, [], bad
+
+        return cls._cached(source, settings, build, cache_dir, label_dtype)
+
+    @classmethod
+    def _cached(
+        cls, source: Path, settings: dict, build, cache_dir, label_dtype
+    ) -> TextClassificationDataset:
+        if not source.is_file():
+            raise DataError(f"text file {source} does not exist")
+        folder = _cache_folder(cache_dir)
+        stem = f"{source.stem}.{_key(source, settings)}"
+        array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+        if not (array_path.exists() and meta_path.exists()):
+            ids, labels, words, bad = build()
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{stem}.npy.tmp"
+            with open(tmp, "wb") as handle:
+                np.save(handle, ids)
+            os.replace(tmp, array_path)
+            meta_path.write_text(
+                json.dumps(
+                    {
+                        "labels": labels,
+                        "words": words,
+                        "skipped_lines": bad,
+                        "settings": settings,
+                        "source": str(source),
+                    }
+                )
+            )
+        meta = json.loads(meta_path.read_text())
+        vocab = Vocabulary(meta["words"]) if meta["words"] else None
+        return cls(
+            np.load(array_path, mmap_mode="r"),
+            np.asarray(meta["labels"], dtype=np.int64),
+            vocab,
+            label_dtype,
+            meta["skipped_lines"],
+        )

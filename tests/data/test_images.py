@@ -1,0 +1,91 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ember.data import cache_images, image_folder, transforms
+from ember.errors import DataError
+from tests.conftest import shared_data
+
+
+def _tree(root, sizes=None):
+    for label, color in (("cats", 40), ("dogs", 200)):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 6), (color, i, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_cifar2_class_to_idx():
+    ds = image_folder(shared_data("cifar2", "train"))
+    assert ds.class_to_idx == {"0_airplane": 0, "1_automobile": 1}
+    assert len(ds) == 10000 and ds.skipped == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "empty file"), (b"not an image at all", "cannot identify"), ("truncated", "[Tt]runcated")],
+)
+def test_bad_files_raise_naming_the_path(tmp_path, content, reason):
+    root = _tree(tmp_path / "imgs")
+    bad = root / "dogs" / "bad.jpg"
+    if content == "truncated":
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(bad, quality=95)
+        bad.write_bytes(bad.read_bytes()[:300])
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: .*{reason}"):
+        image_folder(root)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        ds = image_folder(root, on_bad_file="skip")
+    assert len(ds) == 6 and ds.skipped[0][0] == str(bad)
+
+
+def test_layout_problems_are_explained(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        image_folder(tmp_path / "nope")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="no class subfolders"):
+        image_folder(tmp_path / "flat")
+    root = _tree(tmp_path / "imgs")
+    (root / "birds").mkdir()
+    with pytest.raises(DataError, match=r"\['birds'\].*contain no files"):
+        image_folder(root)
+
+
+def test_transform_presets_follow_the_tutorial(tmp_path):
+    names = [type(t).__name__ for t in transforms.train_augmentation().transforms]
+    assert names == ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "ToTensor"]
+    ds = image_folder(_tree(tmp_path / "imgs"), transform=transforms.evaluation())
+    image, label = ds[4]
+    assert image.shape == (3, 6, 8) and label == 1
+    assert image[0, 0, 0].item() == pytest.approx(200 / 255)
+
+
+def test_cache_images_decodes_once_and_rebuilds_on_change(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    ds = image_folder(root, transform=transforms.evaluation())
+    cache = cache_images(ds, tmp_path / "cache" / "train")
+    assert cache.array.shape == (6, 3, 6, 8) and cache.array.dtype == np.uint8
+    assert isinstance(cache.array, np.memmap)
+    for i in range(6):
+        image, label = cache[i]
+        assert torch.equal(image, ds[i][0]) and int(label) == ds[i][1]
+    assert cache.classes == ["cats", "dogs"] and cache.images.dtype == torch.uint8
+    stamp = (tmp_path / "cache" / "train.npy").stat().st_mtime_ns
+    assert cache_images(ds, tmp_path / "cache" / "train").array.shape[0] == 6
+    assert (tmp_path / "cache" / "train.npy").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    Image.new("RGB", (8, 6), (9, 9, 9)).save(root / "cats" / "3.png")
+    grown = cache_images(image_folder(root), tmp_path / "cache" / "train")
+    assert grown.array.shape[0] == 7
+
+
+def test_cache_images_needs_one_size(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    Image.new("RGB", (5, 5)).save(root / "cats" / "odd.png")
+    with pytest.raises(DataError, match=r"odd.png is 5x5, the first image 8x6"):
+        cache_images(image_folder(root), tmp_path / "c")
