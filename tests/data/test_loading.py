@@ -75,3 +75,28 @@ def test_loader_defaults():
     assert dl.persistent_workers and dl.pin_memory == torch.cuda.is_available()
     with pytest.raises(DataError, match="empty dataset"):
         loader(TensorDataset(torch.zeros(0)))
+
+
+def test_gathered_loader_order_follows_seed_and_epoch():
+    from ember.data.adapt import set_epoch
+
+    data = TensorDataset(torch.arange(30))
+    a = loader(data, batch_size=7, shuffle=True, seed=4)
+    b = loader(data, batch_size=7, shuffle=True, seed=4)
+    first = torch.cat([batch[0] for batch in a])
+    set_epoch(b, 0)
+    assert torch.equal(torch.cat([batch[0] for batch in b]), first)
+    second = torch.cat([batch[0] for batch in a])  # the next epoch reshuffles
+    assert not torch.equal(second, first) and sorted(second.tolist()) == list(range(30))
+    set_epoch(b, 1)
+    assert torch.equal(torch.cat([batch[0] for batch in b]), second)
+    assert len(loader(data, batch_size=7, drop_last=True)) == 4
+
+
+def test_gathered_loader_with_worker_processes():
+    data = TensorDataset(torch.arange(40) * 2, torch.arange(40))
+    batches = list(loader(data, batch_size=8, shuffle=True, seed=2, num_workers=2))
+    values = torch.cat([b[0] for b in batches])
+    assert sorted(values.tolist()) == list(range(0, 80, 2))
+    single = torch.cat([b[0] for b in loader(data, batch_size=8, shuffle=True, seed=2)])
+    assert torch.equal(values, single)  # the same order with or without workers

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ember.data import TextClassificationDataset, Vocabulary, clean, encode, loader
-from ember.data.text import PAD, UNK
+from ember.data.text import PAD, UNK, tokenize
 from ember.errors import DataError
 from tests.conftest import shared_data
 
@@ -105,3 +105,16 @@ def test_imdb_token_files(tmp_path):
     assert ds[0][1].tolist() == [float(first[0])]
     batch = next(iter(loader(ds, batch_size=50, shuffle=True, seed=0)))
     assert batch[0].shape == (50, 200) and batch[1].shape == (50, 1) and batch[0].max() < 10000
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(list("aB é!.,<br />\n\t\x00\x01\x0b-'")), max_size=30), max_size=6
+    )
+)
+def test_tokenize_equals_clean_then_split(texts):
+    tokens = tokenize(texts)
+    expected = [clean(t.replace("\x00", " ").replace("\x01", " ")).split() for t in texts]
+    assert tokens.lengths.tolist() == [len(e) for e in expected]
+    assert [tokens.uniques[c] for c in tokens.codes] == [w for e in expected for w in e]

@@ -71,7 +71,9 @@ def _is_batch_iterable(data: Any) -> bool:
 
 def set_epoch(batches: Iterable[Any], epoch: int) -> None:
     """Tell ``batches`` (or its sampler) which epoch starts, where it supports ``set_epoch``."""
-    target = batches.sampler if isinstance(batches, DataLoader) else batches
-    setter = getattr(target, "set_epoch", None)
-    if callable(setter):
-        setter(epoch)
+    targets = [batches.batch_sampler, batches.sampler] if isinstance(batches, DataLoader) else [batches]
+    for target in targets:
+        setter = getattr(target, "set_epoch", None)
+        if callable(setter):
+            setter(epoch)
+            return

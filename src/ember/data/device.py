@@ -101,6 +101,8 @@ class DeviceLoader:
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.augment = [augment] if callable(augment) else list(augment or [])
         self.scale_uint8 = scale_uint8
+        uint8 = [scale_uint8 and t.dtype == torch.uint8 for t in self.tensors]
+        self._scaled = uint8 if any(uint8) else []
         self.epoch = 0
         self.position = 0  # the next batch of the current epoch
 
@@ -131,18 +133,20 @@ class DeviceLoader:
 
     def batch(self, b: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Batch ``b`` of the current epoch (``order`` is the epoch's permutation, if shuffled)."""
-        size = self.batch_size
+        start = b * self.batch_size
         if order is None:
-            parts = [t[b * size : (b + 1) * size] for t in self.tensors]
+            parts = [t[start : start + self.batch_size] for t in self.tensors]
         else:
-            index = order[b * size : (b + 1) * size]
-            parts = [t[index] for t in self.tensors]
+            index = order[start : start + self.batch_size]
+            parts = [torch.index_select(t, 0, index) for t in self.tensors]  # cheaper than t[index]
         if self.augment:
             generator = epoch_generator(self.seed, self.epoch, b, device=self.device)
             for fn in self.augment:
                 parts[0] = fn(parts[0], generator)
-        if self.scale_uint8:
-            parts = [p.float().div_(255) if p.dtype == torch.uint8 else p for p in parts]
+        if self._scaled:
+            parts = [
+                p.float().div_(255) if scale else p for p, scale in zip(parts, self._scaled, strict=True)
+            ]
         return tuple(parts)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:

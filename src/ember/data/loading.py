@@ -1,19 +1,21 @@
 """Splitting datasets and building DataLoaders with good defaults; tensor data batched by one gather.
 
 ``loader`` recognises tensor-backed datasets (``TensorDataset``, subsets of one, and datasets with a
-``gather(indices)`` method) and fetches each batch with one index operation instead of one
-``__getitem__`` per sample. Knows torch only.
+``gather_view()`` method) and fetches each batch with one index operation instead of one
+``__getitem__`` per sample, its indices drawn by an :class:`EpochBatchSampler` (a permutation from
+``(seed, epoch)``). Knows torch and ember.data.device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset, random_split
 
+from ember.data.device import epoch_generator
 from ember.errors import DataError
 
 __all__ = ["loader", "split"]
@@ -54,15 +56,61 @@ class GatherDataset(Dataset):
         j = int(self.index[i]) if self.index is not None else i
         return tuple(t[j] for t in self.tensors)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        rows = torch.as_tensor(indices)
+    def __getitems__(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(indices, dtype=torch.long)
         if self.index is not None:
             rows = self.index[rows]
-        return tuple(t[rows] for t in self.tensors)
+        return tuple(torch.index_select(t, 0, rows) for t in self.tensors)
 
 
 def _batch_as_is(batch: Any) -> Any:
     return batch
+
+
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors, one per batch, from a permutation drawn from ``(seed, epoch)``.
+
+    A tensor of indices goes straight to ``GatherDataset.__getitems__``: no list of Python ints per
+    batch. ``set_epoch`` picks the epoch (``Model.fit`` calls it), so the order does not depend on how
+    many epochs ran before in this process.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int | None) -> None:
+        self.size, self.batch_size, self.shuffle, self.drop_last = size, batch_size, shuffle, drop_last
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation the next iteration uses."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.size // self.batch_size
+        return n if self.drop_last or self.size % self.batch_size == 0 else n + 1
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(self.size)
+        for b in range(len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+        if self.shuffle:
+            self.epoch += 1
+
+
+class GatherLoader(DataLoader):
+    """A DataLoader over a GatherDataset; in one process it skips the per-batch iterator machinery
+    (fetcher, profiler ranges) and yields ``dataset.__getitems__(indices)`` directly."""
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.num_workers > 0:
+            yield from super().__iter__()
+            return
+        gather = self.dataset.__getitems__  # type: ignore[attr-defined]
+        for indices in self.batch_sampler:  # type: ignore[union-attr]
+            batch = gather(indices)
+            yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
 
 
 def gatherable(dataset: Dataset) -> GatherDataset | None:
@@ -106,18 +154,17 @@ def loader(
     """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError("cannot make a loader for an empty dataset")
-    fast = None if "collate_fn" in kwargs else gatherable(dataset)
+    common = {
+        "num_workers": num_workers,
+        "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
+        "persistent_workers": num_workers > 0,
+        **kwargs,
+    }
+    fast = None if "collate_fn" in kwargs or "sampler" in kwargs else gatherable(dataset)
     if fast is not None:
-        dataset, kwargs["collate_fn"] = fast, _batch_as_is
+        sampler = EpochBatchSampler(len(fast), batch_size, shuffle, drop_last, seed)
+        return GatherLoader(fast, batch_sampler=sampler, collate_fn=_batch_as_is, **common)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0,
-        generator=generator,
-        **kwargs,
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator, **common
     )

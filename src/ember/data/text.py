@@ -14,6 +14,7 @@ import json
 import re
 import string
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 
 from ember.errors import DataError
 
-__all__ = ["PAD", "UNK", "Vocabulary", "clean", "encode"]
+__all__ = ["PAD", "UNK", "Tokens", "Vocabulary", "clean", "encode", "ids_of", "pack", "tokenize"]
 
 UNK, PAD = 0, 1
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -38,11 +39,86 @@ def clean(text: str) -> str:
     return _PUNCTUATION.sub("", lowered)
 
 
-def _words(texts: Iterable[str]) -> tuple[list[str], np.ndarray]:
-    """All words of all cleaned texts in order, and each text's word count."""
-    split = [clean(t).split() for t in texts]
-    lengths = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
-    return [w for s in split for w in s], lengths
+_DELETE = string.punctuation.encode()
+_SEPARATOR = b"\x01"  # a word no cleaned text contains (removed from the texts first)
+
+
+@dataclass
+class Tokens:
+    """A tokenised corpus: word codes in order, the distinct words, and each text's word count."""
+
+    codes: np.ndarray  # int64, one per word, indexes ``uniques``
+    uniques: list[str]
+    lengths: np.ndarray  # int64, words per text
+
+    def counts(self) -> np.ndarray:
+        """How often each distinct word occurs."""
+        return np.bincount(self.codes, minlength=len(self.uniques))
+
+
+def _clean_corpus(texts: Sequence[str]) -> bytes:
+    """All texts cleaned as by :func:`clean`, joined by a separator word, as UTF-8 bytes."""
+    if any("\x00" in t or "\x01" in t for t in texts):  # 0 pads packed words, 1 separates texts
+        texts = [t.replace("\x00", " ").replace("\x01", " ") for t in texts]
+    corpus = " \x01 ".join(texts)
+    # bytes.lower is exact for ASCII text and much faster than str.lower
+    data = corpus.encode("ascii").lower() if corpus.isascii() else corpus.lower().encode("utf-8")
+    data = data.replace(b"\n", b" ").replace(b"<br />", b" ")
+    return data.translate(None, _DELETE)  # punctuation is ASCII: UTF-8 sequences stay intact
+
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # what bytes.split() splits on
+_KEEP_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+
+
+def _word_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets of the whitespace-separated words of ``buf``."""
+    space = np.concatenate([[True], _WHITESPACE[buf], [True]]).view(np.int8)
+    change = np.diff(space)
+    return np.flatnonzero(change == -1), np.flatnonzero(change == 1)
+
+
+def _word_codes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Number the words: words of up to 8 bytes are packed exactly into uint64 keys and numbered
+    with an integer hash table; longer ones go through Python bytes objects."""
+    lengths = ends - starts
+    buf = np.frombuffer(data + b"\x00" * 8, dtype=np.uint8)
+    windows = np.lib.stride_tricks.as_strided(buf, shape=(len(data), 8), strides=(1, 1))
+    short = lengths <= 8
+    keys = np.ascontiguousarray(windows[starts[short]]).view("<u8").ravel() & _KEEP_LOW[lengths[short]]
+    short_codes, short_keys = pd.factorize(keys)
+    long_words = np.array(
+        [data[a:b] for a, b in zip(starts[~short], ends[~short], strict=True)], dtype=object
+    )
+    long_codes, long_uniques = pd.factorize(long_words) if len(long_words) else (np.zeros(0, np.int64), [])
+    codes = np.empty(len(starts), dtype=np.int64)
+    codes[short] = short_codes
+    codes[~short] = long_codes + len(short_keys)
+    uniques = [int(k).to_bytes(8, "little").rstrip(b"\x00") for k in short_keys] + list(long_uniques)
+    return codes, uniques
+
+
+def tokenize(texts: Sequence[str]) -> Tokens:
+    """``clean`` every text and split it on whitespace, for the whole corpus at once.
+
+    The texts are joined with a separator word and cleaned in a few passes over one buffer; words
+    are found with numpy and numbered exactly (short words packed into integers, so most of the
+    hashing happens on integers, not Python objects). Equal to ``[clean(t).split() for t in texts]``.
+    """
+    if not texts:
+        return Tokens(np.zeros(0, np.int64), [], np.zeros(0, np.int64))
+    data = _clean_corpus(texts)
+    starts, ends = _word_bounds(np.frombuffer(data, dtype=np.uint8))
+    codes, uniques = _word_codes(data, starts, ends)
+    separator = uniques.index(_SEPARATOR) if len(texts) > 1 else -1
+    cuts = np.flatnonzero(codes == separator)
+    lengths = np.diff(np.concatenate([[-1], cuts, [len(codes)]])) - 1
+    if separator >= 0:
+        codes = codes[codes != separator]
+        codes -= codes > separator  # renumber without the separator
+        del uniques[separator]
+    return Tokens(codes, [u.decode("utf-8") for u in uniques], lengths.astype(np.int64))
 
 
 class Vocabulary:
@@ -59,18 +135,16 @@ class Vocabulary:
         self.index = {w: i for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], max_words: int = 10000, min_freq: int = 1) -> Vocabulary:
+    def build(cls, texts: Sequence[str], max_words: int = 10000, min_freq: int = 1) -> Vocabulary:
         """The ``max_words`` - 2 most frequent words of ``texts`` (after ``clean``) plus the two specials."""
-        words, _ = _words(texts)
-        return cls.from_words(words, max_words, min_freq)
+        return cls.from_tokens(tokenize(texts), max_words, min_freq)
 
     @classmethod
-    def from_words(cls, words: Sequence[str], max_words: int = 10000, min_freq: int = 1) -> Vocabulary:
-        """Build from an already tokenised word list."""
+    def from_tokens(cls, tokens: Tokens, max_words: int = 10000, min_freq: int = 1) -> Vocabulary:
+        """Build from a tokenised corpus (see :func:`tokenize`)."""
         if max_words < 2:
             raise DataError(f"max_words must be >= 2 (the two special ids), got {max_words}")
-        counts = pd.Series(words, dtype=object).value_counts(sort=False)
-        frame = pd.DataFrame({"word": counts.index.astype(str), "count": counts.to_numpy()})
+        frame = pd.DataFrame({"word": tokens.uniques, "count": tokens.counts()})
         frame = frame[frame["count"] >= min_freq].sort_values(["count", "word"], ascending=[False, True])
         return cls(["<unk>", "<pad>", *frame["word"].head(max_words - 2)])
 
@@ -99,11 +173,12 @@ class Vocabulary:
         return hashlib.sha256("\n".join(self.words).encode()).hexdigest()[:16]
 
 
-def _ids(words: list[str], vocab: Vocabulary) -> np.ndarray:
-    """Vectorised lookup: factorize the words once, map each distinct word once."""
-    codes, uniques = pd.factorize(pd.Series(words, dtype=object))
-    table = np.fromiter((vocab.index.get(w, UNK) for w in uniques), dtype=np.int32, count=len(uniques))
-    return table[codes] if len(codes) else np.zeros(0, dtype=np.int32)
+def ids_of(tokens: Tokens, vocab: Vocabulary) -> np.ndarray:
+    """Every word's vocabulary id (unknown -> 0), looking each distinct word up once."""
+    table = np.fromiter(
+        (vocab.index.get(w, UNK) for w in tokens.uniques), dtype=np.int32, count=len(tokens.uniques)
+    )
+    return table[tokens.codes] if len(tokens.codes) else np.zeros(0, dtype=np.int32)
 
 
 def pack(
@@ -144,5 +219,5 @@ def encode(
         >>> encode(["good film", "a good good film"], v, max_len=3).tolist()
         [[1, 2, 3], [2, 2, 3]]
     """
-    words, lengths = _words(texts)
-    return pack(_ids(words, vocab), lengths, max_len, pad, truncate)
+    tokens = tokenize(texts)
+    return pack(ids_of(tokens, vocab), tokens.lengths, max_len, pad, truncate)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ember.data.loading import GatherDataset
-from ember.data.text import Vocabulary, encode, pack
+from ember.data.text import Vocabulary, ids_of, pack, tokenize
 from ember.errors import DataError
 
 __all__ = ["TextClassificationDataset"]
@@ -127,8 +127,9 @@ class TextClassificationDataset(Dataset):
 
         def build() -> tuple[np.ndarray, list[int], list[str], int]:
             labels, texts, bad = _read_lines(source, on_bad_lines)
-            built = vocab or Vocabulary.build(texts, max_words=max_words)
-            return encode(texts, built, max_len), labels, built.words, bad
+            tokens = tokenize(texts)
+            built = vocab or Vocabulary.from_tokens(tokens, max_words=max_words)
+            return pack(ids_of(tokens, built), tokens.lengths, max_len), labels, built.words, bad
 
         return cls._cached(source, settings, build, cache_dir, label_dtype)
 
