@@ -53,6 +53,8 @@ def test_encode_properties(docs, max_len):
         ids = row[max_len - len(kept) :].tolist()
         assert row[: max_len - len(kept)].tolist() == [PAD] * (max_len - len(kept))
         assert [v.words[i] if i != UNK else None for i in ids] == [w if w in v.index else None for w in kept]
+        if all(w in v.index for w in kept):
+            assert v.decode(row.tolist()) == " ".join(kept)  # round trip of known words
 
 
 def _tsv(path, lines):
@@ -107,14 +109,24 @@ def test_imdb_token_files(tmp_path):
     assert batch[0].shape == (50, 200) and batch[1].shape == (50, 1) and batch[0].max() < 10000
 
 
+ODD_CHARACTERS = list("aB é!.,<br />\n\t\x00\x01\x0b\x1c\xa0\u3000İ-'")
+ODD_TEXT = st.text(alphabet=st.sampled_from(ODD_CHARACTERS), max_size=30)
+
+
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(
-        st.text(alphabet=st.sampled_from(list("aB é!.,<br />\n\t\x00\x01\x0b-'")), max_size=30), max_size=6
-    )
-)
+@given(st.lists(ODD_TEXT, max_size=6))
 def test_tokenize_equals_clean_then_split(texts):
+    """Also with every unicode space: the vectorised path must split exactly like str.split()."""
     tokens = tokenize(texts)
     expected = [clean(t.replace("\x00", " ").replace("\x01", " ")).split() for t in texts]
     assert tokens.lengths.tolist() == [len(e) for e in expected]
     assert [tokens.uniques[c] for c in tokens.codes] == [w for e in expected for w in e]
+
+
+def test_the_unicode_space_table_is_complete():
+    import sys
+
+    from ember.data.text import _UNICODE_SPACES
+
+    spaces = [c for c in range(128, sys.maxunicode + 1) if chr(c).isspace()]
+    assert sorted(_UNICODE_SPACES) == spaces

@@ -40,6 +40,9 @@ def clean(text: str) -> str:
 
 
 _DELETE = string.punctuation.encode()
+_UNICODE_SPACES = dict.fromkeys(
+    [0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000], " "
+)  # every non-ASCII character for which str.isspace() is true
 _SEPARATOR = b"\x01"  # a word no cleaned text contains (removed from the texts first)
 
 
@@ -62,13 +65,16 @@ def _clean_corpus(texts: Sequence[str]) -> bytes:
         texts = [t.replace("\x00", " ").replace("\x01", " ") for t in texts]
     corpus = " \x01 ".join(texts)
     # bytes.lower is exact for ASCII text and much faster than str.lower
-    data = corpus.encode("ascii").lower() if corpus.isascii() else corpus.lower().encode("utf-8")
+    if corpus.isascii():
+        data = corpus.encode("ascii").lower()
+    else:  # str.split() also splits on non-ASCII spaces: make them plain spaces first
+        data = corpus.lower().translate(_UNICODE_SPACES).encode("utf-8")
     data = data.replace(b"\n", b" ").replace(b"<br />", b" ")
     return data.translate(None, _DELETE)  # punctuation is ASCII: UTF-8 sequences stay intact
 
 
 _WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # what bytes.split() splits on
+_WHITESPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # the ASCII characters str.split() splits on
 _KEEP_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
 
 
