@@ -8,11 +8,21 @@ from ember.data.adapt import set_epoch
 from ember.errors import ConfigError, DataError
 
 
-def test_dataloader_is_used_as_it_is():
-    loader = DataLoader(TensorDataset(torch.zeros(4)), batch_size=2)
-    assert as_batches(loader) is loader
+def test_dataloaders_are_rebuilt_on_the_resumable_sampler():
+    data = TensorDataset(torch.arange(10.0), torch.arange(10))
+    rebuilt = as_batches(DataLoader(data, batch_size=4, shuffle=False, drop_last=True))
+    assert rebuilt.batch_size is None and len(rebuilt) == 2  # batches come from ember's batch sampler
+    assert [b[1].tolist() for b in rebuilt] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    shuffled = as_batches(DataLoader(data, batch_size=4, shuffle=True))
+    assert sorted(torch.cat([b[1] for b in shuffled]).tolist()) == list(range(10))
     with pytest.raises(ConfigError, match="DataLoader brings its own batch size"):
-        as_batches(loader, batch_size=8)
+        as_batches(DataLoader(data, batch_size=2), batch_size=8)
+
+
+def test_dataloaders_with_custom_samplers_are_used_as_they_are():
+    data = TensorDataset(torch.arange(10.0))
+    custom = DataLoader(data, sampler=torch.utils.data.WeightedRandomSampler([1.0] * 10, 10))
+    assert as_batches(custom) is custom
 
 
 def test_dataset_gets_a_loader_with_the_batch_size():

@@ -1,21 +1,47 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename into place, fsync the folder.
+"""Crash-safe checkpoint directories: files written into a temporary sibling folder, fsynced, a
+``manifest.json`` (format version, ember/torch versions, sha256 and size of every file) written last,
+then the folder renamed into place and the parent fsynced.
 
-A reader sees either the old file or the complete new one, never a half-written file. Knows only the
-standard library.
+A folder without a valid manifest is not a checkpoint: loading refuses it and listing skips it.
+Reading verifies every file's size and hash. Stray temporary folders of interrupted writes are
+removed by the next write in the same parent. Knows the standard library and torch's version only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_bytes", "fsync_dir"]
+import torch
+
+from ember.errors import CheckpointError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "list_checkpoints",
+    "read_checkpoint",
+    "read_manifest",
+    "write_checkpoint",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_TMP, _OLD = ".ember-tmp-", ".ember-old-"
 
 
 def fsync_dir(path: str | Path) -> None:
-    """Flush a folder's entries (the rename) to disk where the OS allows it."""
+    """Flush a folder's entries (renames) to disk where the OS allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # platforms without directory handles
@@ -28,23 +54,21 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; the parent folder is created when missing.
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = atomic_write_bytes(pathlib.Path(tempfile.mkdtemp()) / "a.bin", b"xyz")
-        >>> p.read_bytes()
-        b'xyz'
-    """
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write one file atomically (temp file in the same folder, fsync, rename, fsync the folder)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(Path(tmp), data)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -52,3 +76,148 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise
     fsync_dir(target.parent)
     return target
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ember")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_checkpoint(path: str | Path, files: dict[str, bytes], info: dict[str, Any] | None = None) -> Path:
+    """Write ``files`` (name -> bytes) as the checkpoint folder ``path``, replacing an existing one.
+
+    ``info`` (JSON-able: epoch, step, ...) goes into the manifest, so checkpoints can be ordered
+    without reading their files. Until the final rename, an existing checkpoint at ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stray(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{target.name}-", dir=target.parent))
+    try:
+        entries = {}
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
+            entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        manifest = {
+            "format": FORMAT_VERSION,
+            "ember": _version(),
+            "torch": torch.__version__,
+            "created": time.time(),
+            "info": info or {},
+            "files": entries,
+        }
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        fsync_dir(tmp)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.parent / f"{_OLD}{target.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)  # a crash from here to the next rename is repaired by _recover
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+
+
+def _recover(target: Path) -> None:
+    """Put back a checkpoint whose replacement was interrupted between its two renames."""
+    if target.exists() or not target.parent.is_dir():
+        return
+    for old in sorted(target.parent.glob(f"{_OLD}{target.name}-*")):
+        if _manifest_or_none(old) is not None:
+            os.rename(old, target)
+            return
+
+
+def remove_stray(parent: Path) -> None:
+    """Delete temporary folders left by interrupted writes (and superseded old copies)."""
+    for entry in parent.glob(f"{_TMP}*"):
+        shutil.rmtree(entry, ignore_errors=True)
+    for entry in parent.glob(f"{_OLD}*"):
+        name = entry.name[len(_OLD) :].rsplit("-", 1)[0]
+        if (parent / name).exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _recover(parent / name)
+
+
+def _manifest_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of checkpoint ``path``; CheckpointError when it is missing or unreadable."""
+    target = Path(path)
+    _recover(target)
+    if not target.is_dir():
+        raise CheckpointError(f"no checkpoint at {target}")
+    manifest = _manifest_or_none(target)
+    if manifest is None:
+        raise CheckpointError(f"{target} has no valid {MANIFEST}: it is not a complete checkpoint")
+    if manifest.get("format", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{target} has format {manifest['format']}; this ember reads up to {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def read_checkpoint(path: str | Path, names: list[str] | None = None) -> dict[str, bytes]:
+    """The files of checkpoint ``path`` (all, or ``names``), each checked against the manifest."""
+    target = Path(path)
+    manifest = read_manifest(target)
+    out = {}
+    for name in names if names is not None else list(manifest["files"]):
+        entry = manifest["files"].get(name)
+        if entry is None:
+            raise CheckpointError(f"{target} has no file {name!r}")
+        try:
+            data = (target / name).read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {target / name}: {exc.strerror}") from exc
+        if len(data) != entry["size"]:
+            raise CheckpointError(f"{target / name} has {len(data)} bytes, the manifest says {entry['size']}")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise CheckpointError(f"{target / name} does not match its sha256 in the manifest (altered)")
+        out[name] = data
+    return out
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` is a checkpoint whose files all match the manifest."""
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def list_checkpoints(dirpath: str | Path) -> list[Path]:
+    """The complete checkpoints directly inside ``dirpath``, oldest first (by step, then time)."""
+    folder = Path(dirpath)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.startswith((_TMP, _OLD)) or not entry.is_dir():
+            continue
+        manifest = _manifest_or_none(entry)
+        if manifest is not None and is_complete(entry):
+            info = manifest.get("info", {})
+            found.append((info.get("step", -1), manifest.get("created", 0.0), entry))
+    return [entry for *_, entry in sorted(found)]

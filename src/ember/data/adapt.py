@@ -1,6 +1,7 @@
 """Adapt whatever ``fit``/``evaluate``/``predict`` receive into one iterable of batches.
 
-DataLoaders and other iterables are used as they are; Datasets get a DataLoader; tensors, arrays and
+DataLoaders are rebuilt on ember's resumable sampler when their sampler is a standard one (other
+iterables are used as they are); Datasets get ``ember.data.loader``; tensors, arrays and
 pandas objects become a :class:`~ember.data.device.DeviceLoader` (left on their device).
 Errors name what was passed.
 """
@@ -14,10 +15,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ember.data.device import DeviceLoader
+from ember.data.loading import loader, rebuild
+from ember.data.sampler import SeededBatchSampler
 from ember.data.tabular import from_arrays
 from ember.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "set_epoch"]
+__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "data_state", "load_data_state", "set_epoch"]
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -41,12 +44,12 @@ def as_batches(
             raise ConfigError(
                 f"{what}: batch_size= applies to arrays and Datasets; a DataLoader brings its own batch size"
             )
-        return data
+        return (rebuild(data) or data) if isinstance(data, DataLoader) else data
     size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(data, Dataset):
         if len(data) == 0:  # type: ignore[arg-type]
             raise DataError(f"{what} is an empty Dataset")
-        return DataLoader(data, batch_size=size, shuffle=shuffle)
+        return loader(data, batch_size=size, shuffle=shuffle)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         dataset = from_arrays(data[0], data[1])
     elif data is None:
@@ -67,6 +70,37 @@ def _is_batch_iterable(data: Any) -> bool:
     if hasattr(data, "__array__") or hasattr(data, "to_numpy"):
         return False
     return isinstance(data, Iterable)
+
+
+def _position_keeper(batches: Iterable[Any]) -> Any:
+    """The object holding seed, epoch and position of ``batches`` (a DeviceLoader, ember's batch
+    sampler of a DataLoader), or None for data ember cannot position exactly."""
+    if isinstance(batches, DataLoader):
+        return batches.batch_sampler if isinstance(batches.batch_sampler, SeededBatchSampler) else None
+    return batches if isinstance(batches, DeviceLoader) else None
+
+
+def data_state(batches: Iterable[Any], epoch: int, position: int) -> dict[str, int] | None:
+    """Where ``batches`` stands after ``position`` batches of ``epoch`` (0-based), for a checkpoint."""
+    keeper = _position_keeper(batches)
+    if keeper is None:
+        return None
+    return {**keeper.state_dict(), "epoch": epoch, "position": position}
+
+
+def load_data_state(
+    batches: Iterable[Any], state: dict[str, int] | None, what: str = "training data"
+) -> None:
+    """Make the next iteration of ``batches`` continue where ``state`` says (no sample re-read)."""
+    keeper = _position_keeper(batches)
+    if keeper is not None and state is not None:
+        keeper.load_state_dict(state)
+    elif state is not None and state.get("position", 0) > 0:
+        raise ConfigError(
+            f"cannot resume {what} in the middle of an epoch: it uses a custom sampler or an "
+            "IterableDataset, so ember cannot start it at batch {state['position']}; resume from an "
+            "epoch-end checkpoint, or give fit a Dataset or a DataLoader with a standard sampler"
+        )
 
 
 def set_epoch(batches: Iterable[Any], epoch: int) -> None:

@@ -13,12 +13,22 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset, random_split
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+    default_collate,
+    random_split,
+)
 
-from ember.data.device import epoch_generator
+from ember.data.sampler import EpochBatchSampler, SeededBatchSampler, SeededDataset
 from ember.errors import DataError
 
-__all__ = ["loader", "split"]
+__all__ = ["GatherDataset", "GatherLoader", "gatherable", "loader", "rebuild", "split"]
 
 
 def split(dataset: Dataset, sizes: Sequence[float] | Sequence[int], seed: int = 0) -> list[Subset]:
@@ -65,38 +75,6 @@ class GatherDataset(Dataset):
 
 def _batch_as_is(batch: Any) -> Any:
     return batch
-
-
-class EpochBatchSampler(Sampler[torch.Tensor]):
-    """Yields index tensors, one per batch, from a permutation drawn from ``(seed, epoch)``.
-
-    A tensor of indices goes straight to ``GatherDataset.__getitems__``: no list of Python ints per
-    batch. ``set_epoch`` picks the epoch (``Model.fit`` calls it), so the order does not depend on how
-    many epochs ran before in this process.
-    """
-
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int | None) -> None:
-        self.size, self.batch_size, self.shuffle, self.drop_last = size, batch_size, shuffle, drop_last
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose permutation the next iteration uses."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.size // self.batch_size
-        return n if self.drop_last or self.size % self.batch_size == 0 else n + 1
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
-        else:
-            order = torch.arange(self.size)
-        for b in range(len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
-        if self.shuffle:
-            self.epoch += 1
 
 
 class GatherLoader(DataLoader):
@@ -160,11 +138,46 @@ def loader(
         "persistent_workers": num_workers > 0,
         **kwargs,
     }
-    fast = None if "collate_fn" in kwargs or "sampler" in kwargs else gatherable(dataset)
+    if "sampler" in kwargs or "batch_sampler" in kwargs:  # the caller's own sampling: used as it is
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
+    fast = None if common.get("collate_fn") is not None else gatherable(dataset)
     if fast is not None:
         sampler = EpochBatchSampler(len(fast), batch_size, shuffle, drop_last, seed)
-        return GatherLoader(fast, batch_sampler=sampler, collate_fn=_batch_as_is, **common)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        common["collate_fn"] = _batch_as_is
+        return GatherLoader(fast, batch_sampler=sampler, generator=_generator(sampler.seed), **common)
+    batches = SeededBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed)  # type: ignore[arg-type]
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator, **common
+        SeededDataset(dataset, batches.seed),
+        batch_sampler=batches,
+        generator=_generator(batches.seed),
+        **common,
+    )
+
+
+def _generator(seed: int) -> torch.Generator:
+    """DataLoader draws its workers' base seed from this, not from the global RNG."""
+    return torch.Generator().manual_seed(seed % (2**63 - 1))
+
+
+def rebuild(dl: DataLoader, seed: int | None = None) -> DataLoader | None:
+    """The same loader (dataset, batch size, collate, workers, pin memory) on ember's resumable,
+    seeded sampler; None when that cannot be done faithfully (an IterableDataset or a custom sampler)."""
+    if isinstance(dl.batch_sampler, SeededBatchSampler):
+        return dl
+    if isinstance(dl.dataset, IterableDataset) or dl.batch_size is None:
+        return None
+    sampler = dl.sampler
+    if isinstance(sampler, RandomSampler) and not sampler.replacement and sampler._num_samples is None:
+        shuffle = True
+    elif isinstance(sampler, SequentialSampler):
+        shuffle = False
+    else:
+        return None
+    options: dict[str, Any] = {"worker_init_fn": dl.worker_init_fn, "timeout": dl.timeout}
+    if dl.collate_fn is not default_collate:
+        options["collate_fn"] = dl.collate_fn
+    if dl.num_workers > 0:
+        options.update(prefetch_factor=dl.prefetch_factor, multiprocessing_context=dl.multiprocessing_context)
+    return loader(
+        dl.dataset, dl.batch_size, shuffle, dl.num_workers, dl.pin_memory, dl.drop_last, seed, **options
     )

@@ -1,0 +1,134 @@
+"""save_checkpoint / load_checkpoint: any set of objects with ``state_dict()`` plus JSON-able extras,
+in one safe, atomic, verified checkpoint folder.
+
+Each object's tensors go into ``<name>.safetensors`` (a module's file holds its plain state-dict
+keys, readable by any safetensors tool); everything else (optimizer hyper-parameters, counters,
+extras) goes into ``state.json``. Built on ``checkpoint.format`` and ``checkpoint.tree``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from ember.checkpoint.format import read_checkpoint, read_manifest, write_checkpoint
+from ember.checkpoint.tree import decode_tree, encode_tree
+from ember.errors import CheckpointError
+
+__all__ = ["load_checkpoint", "load_states", "save_checkpoint", "save_states", "tensor_bytes"]
+
+STATE_FILE = "state.json"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def tensor_bytes(tensors: Mapping[str, torch.Tensor], where: str = "") -> bytes:
+    """safetensors bytes of ``tensors``, copied to CPU, contiguous and unshared (views, tied weights)."""
+    prepared = {}
+    for key, tensor in tensors.items():
+        tensor = tensor.detach()
+        tensor = (
+            tensor.cpu().contiguous()
+            if tensor.device.type != "cpu"
+            else tensor.clone(memory_format=torch.contiguous_format)
+        )
+        prepared[key] = tensor
+    try:
+        return save_bytes(prepared)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot write the tensors of {where or 'the checkpoint'}: {exc}") from exc
+
+
+def _load_tensors(data: bytes, where: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_bytes(data)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{where} is not a valid safetensors file: {exc}") from exc
+
+
+def save_states(
+    path: str | Path,
+    states: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write plain state trees (name -> nested dict/list of tensors and JSON values) and ``extra``."""
+    files: dict[str, bytes] = {}
+    skeletons = {}
+    for name, state in states.items():
+        if not _NAME.match(name) or name in ("state", "manifest", "extra"):
+            raise CheckpointError(f"{name!r} cannot name a checkpoint entry (letters, digits, _ . - only)")
+        skeletons[name], tensors = encode_tree(state)
+        files[f"{name}.safetensors"] = tensor_bytes(tensors, name)
+    extra_skeleton, extra_tensors = encode_tree(dict(extra or {}))
+    if extra_tensors:
+        files["extra.safetensors"] = tensor_bytes(extra_tensors, "extra")
+    document = {"objects": skeletons, "extra": extra_skeleton}
+    files[STATE_FILE] = json.dumps(document, allow_nan=True).encode()
+    return write_checkpoint(path, files, info)
+
+
+def load_states(path: str | Path, names: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(states, extra)`` of a checkpoint folder, every file verified; ``names`` limits the states."""
+    manifest = read_manifest(path)
+    document = json.loads(read_checkpoint(path, [STATE_FILE])[STATE_FILE])
+    wanted = list(document["objects"]) if names is None else names
+    files = read_checkpoint(
+        path,
+        [f"{n}.safetensors" for n in wanted if n in document["objects"]]
+        + (["extra.safetensors"] if "extra.safetensors" in manifest["files"] else []),
+    )
+    states = {}
+    for name in wanted:
+        if name in document["objects"]:
+            tensors = _load_tensors(files[f"{name}.safetensors"], f"{Path(path) / name}.safetensors")
+            states[name] = decode_tree(document["objects"][name], tensors)
+    extra_tensors = _load_tensors(files["extra.safetensors"], "extra") if "extra.safetensors" in files else {}
+    return states, decode_tree(document["extra"], extra_tensors)
+
+
+def save_checkpoint(path: str | Path, objects: Mapping[str, Any], **extra: Any) -> Path:
+    """Save every object's ``state_dict()`` and the JSON-able ``extra`` values to folder ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> net = torch.nn.Linear(2, 1); opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> p = save_checkpoint(tempfile.mkdtemp() + "/ck", {"model": net, "optimizer": opt}, epoch=3)
+        >>> load_checkpoint(p, {"model": net, "optimizer": opt})
+        {'epoch': 3}
+    """
+    states = {name: obj.state_dict() if hasattr(obj, "state_dict") else obj for name, obj in objects.items()}
+    return save_states(path, states, extra)
+
+
+def load_checkpoint(path: str | Path, objects: Mapping[str, Any], strict: bool = True) -> dict[str, Any]:
+    """Load a checkpoint into ``objects`` (name -> object with ``load_state_dict``); returns the extras.
+
+    Names given but absent from the file, or in the file but not given, raise CheckpointError listing
+    both (``strict=False``: load the common names and warn about the rest).
+    """
+    document = json.loads(read_checkpoint(path, [STATE_FILE])[STATE_FILE])
+    stored, given = set(document["objects"]), set(objects)
+    missing, unused = sorted(given - stored), sorted(stored - given)
+    if missing or unused:
+        message = (
+            f"{path}: names missing from the checkpoint: {missing}; in the checkpoint but not given: {unused}"
+        )
+        if strict:
+            raise CheckpointError(message)
+        warnings.warn(message, stacklevel=2)
+    states, extra = load_states(path, sorted(given & stored))
+    for name, state in states.items():
+        try:
+            objects[name].load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: {name!r} does not fit the saved state: {exc}") from exc
+    return extra
