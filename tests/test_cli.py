@@ -55,11 +55,14 @@ def test_demo_writes_every_artefact(tmp_path, capsys):
         "history.csv",
         "history.png",
         "predictions.csv",
-        "checkpoints/best.safetensors",
-        "checkpoints/last.safetensors",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/best/manifest.json",
     ):
         assert (out / name).is_file(), name
     assert len(list(csv.DictReader((out / "history.csv").open()))) == 2
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name != "best"] == [
+        "epoch0002-step000000058"
+    ]
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 20 and set(rows[0]) == {"file", "label", "predicted", "probability"}
     image = np.asarray(Image.open(out / "history.png").convert("L"))

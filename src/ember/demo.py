@@ -115,7 +115,9 @@ def run_demo(
         metrics=["accuracy"],
         optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
     )
-    checkpoint = ModelCheckpoint(out / "checkpoints", monitor="val_accuracy", mode="max")
+    checkpoint = ModelCheckpoint(
+        out / "checkpoints", save_best=True, monitor="val_accuracy", mode="max", keep_last=1
+    )
     history = model.fit(
         train,
         epochs=epochs,

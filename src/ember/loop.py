@@ -18,6 +18,7 @@ from ember._tree import concat, to_device
 from ember.callbacks.base import CallbackList
 from ember.data.adapt import set_epoch
 from ember.errors import DataError, NonFiniteLossError
+from ember.interrupts import raise_if_interrupted
 from ember.metrics.meter import Meter
 from ember.state import TrainState
 
@@ -75,9 +76,14 @@ def run_train_epoch(
     state: TrainState,
     cbs: CallbackList,
     refresh_every: float,
+    fresh: bool = True,
 ) -> dict[str, float]:
-    """One pass of training steps; returns the epoch's exact loss and metrics."""
-    meter.reset()
+    """One pass of training steps; returns the epoch's exact loss and metrics.
+
+    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums.
+    """
+    if fresh:
+        meter.reset()
     model.net.train()
     state.read_running = lambda: _checked_read(meter, state)
     batch_hook = cbs.wants("on_train_batch_end")
@@ -90,6 +96,8 @@ def run_train_epoch(
             state.step += 1
             if batch_hook:
                 cbs.call("on_train_batch_end", state)
+            if state.interrupted is not None:
+                raise_if_interrupted(state)
             if clock() >= next_refresh:
                 state.running = _checked_read(meter, state)
                 cbs.call("on_refresh", state)
@@ -144,20 +152,29 @@ def fit_loop(
     state: TrainState,
     cbs: CallbackList,
     meters: tuple[Meter, Meter | None],
+    resume_mid_epoch: bool = False,
 ) -> None:
-    """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``."""
+    """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``.
+
+    ``resume_mid_epoch``: the first epoch continues a restored one (its batch count and sums kept).
+    """
     refresh_every = cbs.refresh_interval
     if refresh_every is None:
         refresh_every = DEFAULT_REFRESH_SECONDS
     train_meter, val_meter = meters
+    fresh = not resume_mid_epoch
     try:
         cbs.call("on_fit_start", state)
         while state.epochs_done < state.epochs and not state.should_stop:
-            state.epoch, state.batch, state.running = state.epochs_done + 1, 0, {}
+            state.epoch, state.running = state.epochs_done + 1, {}
+            state.batch = 0 if fresh else state.batch
             set_epoch(train, state.epoch - 1)
+            if val is not None:
+                set_epoch(val, state.epoch - 1)  # seeded validation transforms follow the epoch too
             cbs.call("on_epoch_start", state)
             started = time.perf_counter()
-            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every)
+            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every, fresh)
+            fresh = True
             if val is not None and val_meter is not None:
                 logs.update(run_eval(model, val, val_meter, prefix="val_"))
             logs["lr"] = model.end_epoch(logs)

@@ -8,18 +8,22 @@ custom batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ember import checks
-from ember._tree import first_tensor, to_device
+from ember._tree import to_device
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
 from ember.data.adapt import as_batches
 from ember.errors import ConfigError, DataError
+from ember.interrupts import trap_signals
 from ember.loop import StepOutput, fit_loop, run_eval, run_predict
-from ember.metrics import Accuracy, Meter, Metric, resolve_metrics
+from ember.metrics import Meter, Metric, resolve_metrics
+from ember.options import batch_size_of, check_optimizer, configure_accuracy, length_of, make_scheduler
+from ember.resume import load_training, resolve_resume, save_training
 from ember.runtime import Runtime
 from ember.state import TrainState
 
@@ -46,7 +50,7 @@ class Model:
         self.net = net
         self.runtime: Runtime | None = None
         self.state = TrainState(model=self)
-        self._rows: list[dict[str, float]] = []
+        self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._check_next_batch = True
 
     # -- set-up ------------------------------------------------------------------------------
@@ -83,12 +87,12 @@ class Model:
         self.net = self.runtime.wrap_model(self.net)
         self.loss = loss
         self.optimizer = optimizer or torch.optim.Adam(self.net.parameters(), lr=1e-3)
-        _check_optimizer(self.optimizer, self.net)
-        self.scheduler = _make_scheduler(scheduler, self.optimizer)
+        check_optimizer(self.optimizer, self.net)
+        self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
         self.grad_clip = grad_clip
         self.metrics: list[Metric] = resolve_metrics(metrics)
-        _configure_accuracy(self.metrics, loss)
+        configure_accuracy(self.metrics, loss)
         self.scaler = self.runtime.make_scaler()
         return self
 
@@ -105,7 +109,7 @@ class Model:
     @property
     def history(self) -> History:
         """All epochs trained so far, over every ``fit`` call."""
-        return HistoryRecorder(self._rows).history()
+        return HistoryRecorder(self.history_rows).history()
 
     def _runtime(self) -> Runtime:
         if self.runtime is None:
@@ -122,6 +126,7 @@ class Model:
         verbose: int = 1,
         batch_size: int | None = None,
         shuffle: bool = True,
+        resume: str | Path | None = None,
     ) -> History:
         """Train for ``epochs`` more epochs; returns the History of every epoch so far.
 
@@ -134,6 +139,10 @@ class Model:
             verbose: 0 silent, 1 live progress bar (one line per epoch when not a terminal), 2 lines.
             batch_size: for Datasets and arrays (default 32).
             shuffle: reshuffle Datasets and arrays every epoch.
+            resume: continue from a checkpoint folder, a ModelCheckpoint folder (its newest
+                checkpoint) or "latest" (the newest of the ModelCheckpoint in ``callbacks``); ``epochs``
+                then counts from the start of the interrupted fit call, so rerunning the same call
+                with ``resume=`` finishes it.
         """
         self._runtime()
         train = as_batches(train_data, batch_size, shuffle, "training data")
@@ -142,27 +151,49 @@ class Model:
             if validation_data is None
             else as_batches(validation_data, batch_size, False, "validation data")
         )
-        builtins: list[Callback] = [HistoryRecorder(self._rows)]
+        builtins: list[Callback] = [HistoryRecorder(self.history_rows)]
         if verbose:
             builtins.append(ProgressBar(verbose=verbose))
         cbs = CallbackList([*builtins, *callbacks])
         state = self.state
-        state.epochs, state.should_stop = state.epochs_done + int(epochs), False
-        state.steps_per_epoch = _length(train)
+        state.fit_start_epoch, state.epochs = state.epochs_done, state.epochs_done + int(epochs)
+        state.should_stop, state.steps_per_epoch = False, length_of(train)
         meters = (
             Meter(self.metrics, self.device, state.steps_per_epoch),
-            None if val is None else Meter(self.metrics, self.device, _length(val)),
+            None if val is None else Meter(self.metrics, self.device, length_of(val)),
         )
+        state.train_data, state.train_meter, state.callbacks = train, meters[0], cbs.callbacks
         self._check_next_batch = True
-        fit_loop(self, train, val, state, cbs, meters)
+        try:
+            mid_epoch = (
+                False
+                if resume is None
+                else load_training(self, resolve_resume(resume, cbs.callbacks), epochs)
+            )
+            with trap_signals(state):
+                fit_loop(self, train, val, state, cbs, meters, resume_mid_epoch=mid_epoch)
+        finally:
+            state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
+
+    def save(self, path: str | Path) -> Path:
+        """Write the full training state (weights, optimizer, scheduler, scaler, counters, history,
+        RNG states; mid-fit also the data position, running sums and callback states) as a
+        pickle-free checkpoint folder."""
+        return save_training(self, path)
+
+    def load(self, path: str | Path) -> Model:
+        """Load a checkpoint folder written by :meth:`save` (weights, optimizer, history, counters)."""
+        self._runtime()
+        load_training(self, path, restore_rng=False)
+        return self
 
     def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics over ``data`` (eval mode, no grad): ``{"loss": ..., "accuracy": ...}``."""
         self._runtime()
         self._check_next_batch = True
         batches = as_batches(data, batch_size, False, "evaluation data")
-        return run_eval(self, batches, Meter(self.metrics, self.device, _length(batches)))
+        return run_eval(self, batches, Meter(self.metrics, self.device, length_of(batches)))
 
     def predict(self, data: Any, batch_size: int | None = None) -> Any:
         """The model's outputs for every sample of ``data``, concatenated on CPU.
@@ -234,7 +265,7 @@ class Model:
             preds = self.forward(inputs)
             loss = self.compute_loss(preds, target)
         self.optimize(loss)
-        return StepOutput(loss, preds, target, _batch_size(target, inputs))
+        return StepOutput(loss, preds, target, batch_size_of(target, inputs))
 
     def eval_step(self, batch: Any) -> StepOutput:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
@@ -242,7 +273,7 @@ class Model:
         with self.runtime.autocast():  # type: ignore[union-attr]
             preds = self.forward(inputs)
             loss = self.compute_loss(preds, target)
-        return StepOutput(loss, preds, target, _batch_size(target, inputs))
+        return StepOutput(loss, preds, target, batch_size_of(target, inputs))
 
     def predict_step(self, batch: Any) -> Any:
         """The net's output for ``batch``."""
@@ -259,43 +290,3 @@ class Model:
             else:
                 self.scheduler.step()
         return lr
-
-
-def _length(batches: Any) -> int | None:
-    try:
-        return len(batches)
-    except TypeError:
-        return None
-
-
-def _batch_size(target: Any, inputs: Any) -> int:
-    tensor = target if isinstance(target, torch.Tensor) else first_tensor(inputs)
-    return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
-
-
-def _check_optimizer(optimizer: Any, net: nn.Module) -> None:
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    own = {id(p) for p in net.parameters()}
-    given = [p for group in optimizer.param_groups for p in group["params"]]
-    if given and not any(id(p) in own for p in given):
-        raise ConfigError(
-            "the optimizer holds none of this model's parameters; "
-            "create it from model.parameters() / net.parameters()"
-        )
-
-
-def _make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
-    if scheduler is None or hasattr(scheduler, "step"):
-        return scheduler
-    if callable(scheduler):
-        return scheduler(optimizer)
-    raise ConfigError(f"scheduler must be an LR scheduler or a factory, got {scheduler!r}")
-
-
-def _configure_accuracy(metrics: list[Metric], loss: Any) -> None:
-    """Binary accuracy reads logits after BCEWithLogitsLoss and probabilities after BCELoss."""
-    from_logits = {nn.BCEWithLogitsLoss: True, nn.BCELoss: False}.get(type(loss))
-    for metric in metrics:
-        if isinstance(metric, Accuracy) and metric.from_logits is None:
-            metric.from_logits = from_logits

@@ -32,6 +32,12 @@ class TrainState:
         running: the running values of the current epoch as of the last refresh.
         should_stop: set by a callback to end training after the current epoch.
         read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
+        fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
+            the original one's, so ``epochs`` means the same in both).
+        train_data, train_meter, callbacks: what a full checkpoint needs from the running fit (the
+            batches and their position, the running epoch sums, every callback's state).
+        interrupted: the name of a signal (SIGINT, SIGTERM) received during fit; the loop stops at
+            the next step boundary.
     """
 
     model: Any = None
@@ -45,3 +51,8 @@ class TrainState:
     running: dict[str, float] = field(default_factory=dict)
     should_stop: bool = False
     read_running: Callable[[], dict[str, float]] = _no_running_logs
+    fit_start_epoch: int = 0
+    train_data: Any = None
+    train_meter: Any = None
+    callbacks: list[Any] = field(default_factory=list)
+    interrupted: str | None = None

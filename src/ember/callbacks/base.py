@@ -41,9 +41,12 @@ class Callback:
 
     Attributes:
         refresh_interval: seconds between ``on_refresh`` calls this callback wants (None: it needs none).
+        order: callbacks run in ascending ``order``, then in list order (checkpointing uses 100 so
+            it sees the others' updated states).
     """
 
     refresh_interval: float | None = None
+    order: int = 0
 
     def on_fit_start(self, state: TrainState) -> None:
         """Called once before training starts."""
@@ -84,7 +87,7 @@ class CallbackList:
     """
 
     def __init__(self, callbacks: Iterable[Callback]) -> None:
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be ember.callbacks.Callback objects, got {cb!r}")

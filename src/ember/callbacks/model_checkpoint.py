@@ -1,67 +1,108 @@
-"""ModelCheckpoint: keep the best and/or the last weights of a run as safetensors files."""
+"""ModelCheckpoint: full training-state checkpoints every few steps and/or epochs, the best one, a
+final one on Ctrl-C or SIGTERM, with ``keep_last`` rotation. ``fit(resume=...)`` continues from them.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ember.callbacks.base import Callback
 from ember.callbacks.monitor import Monitor
-from ember.checkpoint.weights import save_weights
+from ember.checkpoint.format import list_checkpoints
 from ember.state import TrainState
 
 __all__ = ["ModelCheckpoint"]
 
 
 class ModelCheckpoint(Callback):
-    """Save ``best.safetensors`` when ``monitor`` improves and ``last.safetensors`` every few epochs.
+    """Save the full training state into ``dirpath``.
 
     Args:
-        dirpath: the folder to write into (created when missing).
-        monitor: the log entry deciding "best".
-        mode: "min" or "max".
-        save_best: keep the best epoch's weights.
-        save_last: keep the latest epoch's weights.
-        every_n_epochs: how often ``last`` is written.
+        dirpath: the folder of checkpoints (``epoch0003-step000001200/`` ..., and ``best/``).
+        every_n_steps: also save after every n-th optimizer step (mid-epoch), None: never.
+        every_n_epochs: save after every n-th epoch, None: never.
+        save_best: keep the checkpoint of the best ``monitor`` value in ``best/``.
+        monitor, mode: what "best" means (NaN never is).
+        keep_last: how many step/epoch checkpoints to keep (oldest deleted first; ``best`` kept).
+        save_on_interrupt: save when fit is stopped by Ctrl-C or SIGTERM (at a step boundary).
+
+    Saving runs after every other callback of the epoch, so their states are saved up to date.
 
     Example:
-        >>> cb = ModelCheckpoint("runs/cnn", monitor="val_accuracy", mode="max")
+        >>> cb = ModelCheckpoint("runs/cnn", every_n_steps=500, save_best=True, monitor="val_accuracy",
+        ...                      mode="max")
     """
+
+    order = 100  # after the other callbacks: their epoch-end state belongs in the checkpoint
 
     def __init__(
         self,
         dirpath: str | Path,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = 1,
+        save_best: bool = False,
         monitor: str = "val_loss",
         mode: str = "min",
-        save_best: bool = True,
-        save_last: bool = True,
-        every_n_epochs: int = 1,
+        keep_last: int | None = 2,
+        save_on_interrupt: bool = True,
     ) -> None:
         self.dirpath = Path(dirpath)
-        self.monitor = Monitor(monitor, mode)
+        self.every_n_steps = every_n_steps
+        self.every_n_epochs = every_n_epochs
         self.save_best = save_best
-        self.save_last = save_last
-        self.every_n_epochs = max(1, every_n_epochs)
+        self.monitor = Monitor(monitor, mode)
+        self.keep_last = keep_last
+        self.save_on_interrupt = save_on_interrupt
         self.best_epoch: int | None = None
 
     @property
     def best_path(self) -> Path:
-        """Where the best weights are written."""
-        return self.dirpath / "best.safetensors"
+        """The checkpoint of the best epoch."""
+        return self.dirpath / "best"
 
     @property
-    def last_path(self) -> Path:
-        """Where the latest weights are written."""
-        return self.dirpath / "last.safetensors"
+    def last_path(self) -> Path | None:
+        """The newest step/epoch checkpoint, or None."""
+        found = self._rotating()
+        return found[-1] if found else None
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint (for ``resume="latest"``)."""
+        return self.last_path or (
+            self.best_path if self.best_path in list_checkpoints(self.dirpath) else None
+        )
+
+    def _rotating(self) -> list[Path]:
+        return [p for p in list_checkpoints(self.dirpath) if p.name != "best"]
+
+    def _save(self, state: TrainState) -> None:
+        if not state.model.is_main:
+            return
+        state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")
+        if self.keep_last is not None:
+            for old in self._rotating()[: -self.keep_last or None]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def on_train_batch_end(self, state: TrainState) -> None:
+        """Save every ``every_n_steps`` steps."""
+        if self.every_n_steps and state.step % self.every_n_steps == 0:
+            self._save(state)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        """Write best and/or last weights (main process only)."""
+        """Save the best and every ``every_n_epochs`` epochs."""
         if self.save_best and self.monitor.update(self.monitor.value(state.logs)):
             self.best_epoch = state.epoch
             if state.model.is_main:
-                save_weights(state.model.net, self.best_path)
-        if self.save_last and state.epoch % self.every_n_epochs == 0 and state.model.is_main:
-            save_weights(state.model.net, self.last_path)
+                state.model.save(self.best_path)
+        if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:
+            self._save(state)
+
+    def on_exception(self, state: TrainState, exc: BaseException) -> None:
+        """On Ctrl-C or SIGTERM, save where training stopped."""
+        if self.save_on_interrupt and isinstance(exc, (KeyboardInterrupt, SystemExit)) and state.step:
+            self._save(state)
 
     def state_dict(self) -> dict[str, Any]:
         """The best value and its epoch."""

@@ -1,0 +1,57 @@
+"""What ``Model.compile`` and ``Model.fit`` check and derive from their arguments: the optimizer
+belongs to the net, the scheduler is built, binary accuracy knows logits from probabilities, and
+the lengths and batch sizes the loop reports. Layer 3: uses torch, ember.errors and ember.metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember._tree import first_tensor
+from ember.errors import ConfigError
+from ember.metrics import Accuracy, Metric
+
+__all__ = ["batch_size_of", "check_optimizer", "configure_accuracy", "length_of", "make_scheduler"]
+
+
+def length_of(batches: Any) -> int | None:
+    try:
+        return len(batches)
+    except TypeError:
+        return None
+
+
+def batch_size_of(target: Any, inputs: Any) -> int:
+    tensor = target if isinstance(target, torch.Tensor) else first_tensor(inputs)
+    return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
+
+
+def check_optimizer(optimizer: Any, net: nn.Module) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    own = {id(p) for p in net.parameters()}
+    given = [p for group in optimizer.param_groups for p in group["params"]]
+    if given and not any(id(p) in own for p in given):
+        raise ConfigError(
+            "the optimizer holds none of this model's parameters; "
+            "create it from model.parameters() / net.parameters()"
+        )
+
+
+def make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
+    if scheduler is None or hasattr(scheduler, "step"):
+        return scheduler
+    if callable(scheduler):
+        return scheduler(optimizer)
+    raise ConfigError(f"scheduler must be an LR scheduler or a factory, got {scheduler!r}")
+
+
+def configure_accuracy(metrics: list[Metric], loss: Any) -> None:
+    """Binary accuracy reads logits after BCEWithLogitsLoss and probabilities after BCELoss."""
+    from_logits = {nn.BCEWithLogitsLoss: True, nn.BCELoss: False}.get(type(loss))
+    for metric in metrics:
+        if isinstance(metric, Accuracy) and metric.from_logits is None:
+            metric.from_logits = from_logits

@@ -1,0 +1,154 @@
+"""The full training state of a Model <-> a checkpoint folder: what exact resume needs.
+
+Saved: the net, optimizer, scheduler and gradient scaler; epoch, step and the data position; the RNG
+states (python, numpy, torch CPU, every CUDA device); the running epoch's loss and metric sums;
+every callback's state; the history so far. Restoring the RNG states comes last, so nothing done
+while setting up a resumed fit shifts the random streams. Layer 3: uses checkpoint, data, state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ember.checkpoint.format import MANIFEST, list_checkpoints
+from ember.checkpoint.objects import load_states, save_states
+from ember.data.adapt import data_state, load_data_state
+from ember.errors import CheckpointError, ConfigError
+
+__all__ = ["load_training", "resolve_resume", "restore_rng_states", "rng_states", "save_training"]
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states: python, numpy, torch CPU and every initialised CUDA device."""
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back states from :func:`rng_states`."""
+    random.setstate(_as_tuples(states["python"]))
+    np.random.set_state(tuple(states["numpy"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _callback_keys(callbacks: list[Any]) -> list[tuple[str, Any]]:
+    """``EarlyStopping-0``-style keys: stable when built-in callbacks (progress bar) come and go."""
+    seen: Counter[str] = Counter()
+    keyed = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        keyed.append((f"{name}-{seen[name]}", cb))
+        seen[name] += 1
+    return keyed
+
+
+def save_training(model: Any, path: str | Path) -> Path:
+    """Write ``model``'s full training state (see the module docstring) to checkpoint folder ``path``."""
+    state = model.state
+    in_epoch = state.train_meter is not None and state.epoch > state.epochs_done
+    states: dict[str, Any] = {"model": model.net.state_dict(), "rng": rng_states()}
+    for name in ("optimizer", "scheduler", "scaler"):
+        obj = getattr(model, name, None)
+        if obj is not None:
+            states[name] = obj.state_dict()
+    if in_epoch:
+        states["meter"] = state.train_meter.state_dict()
+    states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
+    data_epoch, position = (state.epoch - 1, state.batch) if in_epoch else (state.epochs_done, 0)
+    progress = {
+        "epoch": state.epoch,
+        "epochs_done": state.epochs_done,
+        "step": state.step,
+        "batch": state.batch if in_epoch else 0,
+        "fit_start_epoch": state.fit_start_epoch,
+        "in_epoch": in_epoch,
+    }
+    extra = {
+        "progress": progress,
+        "history": model.history_rows,
+        "data": None if state.train_data is None else data_state(state.train_data, data_epoch, position),
+        "world_size": model.runtime.world_size if model.runtime is not None else 1,
+    }
+    return save_states(path, states, extra, info={"epoch": state.epoch, "step": state.step})
+
+
+def _load_into(obj: Any, state: Any, name: str, path: Path) -> None:
+    try:
+        obj.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the saved {name} does not fit: {exc}") from exc
+
+
+def load_training(model: Any, path: str | Path, epochs: int | None = None, restore_rng: bool = True) -> bool:
+    """Restore ``model``'s training state from ``path``; True when it stopped inside an epoch.
+
+    Args:
+        epochs: the ``epochs`` of the fit call being resumed (counted from the original call's start).
+        restore_rng: put back the random states (resuming a fit); ``Model.load`` leaves them alone.
+    """
+    path = Path(path)
+    states, extra = load_states(path)
+    world = model.runtime.world_size if model.runtime is not None else 1
+    if extra["world_size"] != world:
+        raise CheckpointError(f"{path} was saved by {extra['world_size']} processes; this run has {world}")
+    _load_into(model.net, states["model"], "model", path)
+    for name in ("optimizer", "scheduler", "scaler"):
+        obj = getattr(model, name, None)
+        if (obj is None) != (name not in states):
+            raise CheckpointError(
+                f"{path}: the checkpoint {'has' if name in states else 'lacks'} a {name}; "
+                f"this model {'lacks' if obj is None else 'has'} one"
+            )
+        if obj is not None:
+            _load_into(obj, states[name], name, path)
+    model.history_rows[:] = extra["history"]
+    state, progress = model.state, extra["progress"]
+    state.epoch, state.epochs_done, state.step = progress["epoch"], progress["epochs_done"], progress["step"]
+    state.batch, state.fit_start_epoch = progress["batch"], progress["fit_start_epoch"]
+    if epochs is not None:
+        state.epochs = state.fit_start_epoch + int(epochs)
+    if progress["in_epoch"] and state.train_meter is not None:
+        state.train_meter.load_state_dict(states["meter"])
+    for key, cb in _callback_keys(state.callbacks):
+        if key in states["callbacks"]:
+            cb.load_state_dict(states["callbacks"][key])
+    if state.train_data is not None:
+        load_data_state(state.train_data, extra["data"])
+    if restore_rng:
+        restore_rng_states(states["rng"])
+    return bool(progress["in_epoch"])
+
+
+def resolve_resume(resume: str | Path, callbacks: list[Any]) -> Path:
+    """The checkpoint folder ``resume`` names: a checkpoint, a folder of them (the newest), or
+    "latest" (the newest of the ModelCheckpoint among ``callbacks``)."""
+    if resume == "latest":
+        folders = [cb.dirpath for cb in callbacks if hasattr(cb, "dirpath") and hasattr(cb, "latest")]
+        if not folders:
+            raise ConfigError("resume='latest' needs a ModelCheckpoint in callbacks (or pass a path)")
+        resume = folders[0]
+    path = Path(resume)
+    if (path / MANIFEST).exists():
+        return path
+    found = [p for p in list_checkpoints(path) if p.name != "best"] or list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"nothing to resume from: {path} holds no complete checkpoint")
+    return found[-1]
