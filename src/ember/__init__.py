@@ -5,7 +5,15 @@ overhead; ``summary`` prints the model table; weights are saved as safetensors.
 """
 
 from ember.callbacks import History
-from ember.checkpoint import load_weights, save_weights
+from ember.checkpoint import (
+    LoadReport,
+    export,
+    load_checkpoint,
+    load_exported,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
 from ember.errors import (
     CheckpointError,
     ConfigError,
@@ -26,12 +34,17 @@ __all__ = [
     "DataError",
     "EmberError",
     "History",
+    "LoadReport",
     "Model",
     "ModelSummary",
     "NonFiniteLossError",
     "ShapeError",
     "__version__",
+    "export",
+    "load_checkpoint",
+    "load_exported",
     "load_weights",
+    "save_checkpoint",
     "save_weights",
     "seed_everything",
     "summary",
