@@ -200,3 +200,51 @@ def test_model_save_and_load(tmp_path, reference):
     assert all(torch.equal(v, fresh.net.state_dict()[k]) for k, v in model.net.state_dict().items())
     assert fresh.history["loss"].tolist() == model.history["loss"].tolist()
     assert fresh.state.step == model.state.step == EPOCHS * 6
+
+
+class Counting(Augmented):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __getitem__(self, i):
+        self.calls += 1
+        return super().__getitem__(i)
+
+
+def test_resume_reads_only_the_remaining_samples(tmp_path):
+    with pytest.raises(Stop):
+        _fit(_model(), callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(4)])
+    data = Counting()
+    model = _model()
+    model.fit(DataLoader(data, batch_size=BATCH, shuffle=True), epochs=1, verbose=0, resume=tmp_path)
+    assert data.calls == SAMPLES - 4 * BATCH  # batches 5 and 6 of epoch 1 only
+
+
+def test_tensor_data_and_fp16_scaler_resume_exactly(tmp_path):
+    def model():
+        ember.seed_everything(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.2), nn.Linear(8, 3))
+        return ember.Model(net).compile(loss=nn.CrossEntropyLoss(), device="cpu", precision="16",
+                                        optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+
+    x, y = Augmented().x, Augmented().y
+    reference = model()
+    reference.fit((x, y), epochs=2, batch_size=8, verbose=0)
+    with pytest.raises(Stop):
+        model().fit((x, y), epochs=2, batch_size=8, verbose=0,
+                    callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(5)])
+    states, _ = ember.checkpoint.load_states(ModelCheckpoint(tmp_path).last_path, ["scaler"])
+    assert states["scaler"]["scale"] == 65536.0
+    resumed = model()
+    resumed.fit((x, y), epochs=2, batch_size=8, verbose=0, resume=tmp_path)
+    assert all(torch.equal(v, resumed.net.state_dict()[k]) for k, v in reference.net.state_dict().items())
+
+
+def test_a_different_world_size_is_refused(tmp_path):
+    with pytest.raises(Stop):
+        _fit(_model(), callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(2)])
+    model = _model()
+    model.runtime.world_size = 2
+    with pytest.raises(CheckpointError, match="saved by 1 processes; this run has 2"):
+        _fit(model, resume=tmp_path)
