@@ -225,15 +225,24 @@ def test_tensor_data_and_fp16_scaler_resume_exactly(tmp_path):
     def model():
         ember.seed_everything(0)
         net = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.2), nn.Linear(8, 3))
-        return ember.Model(net).compile(loss=nn.CrossEntropyLoss(), device="cpu", precision="16",
-                                        optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+        return ember.Model(net).compile(
+            loss=nn.CrossEntropyLoss(),
+            device="cpu",
+            precision="16",
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        )
 
     x, y = Augmented().x, Augmented().y
     reference = model()
     reference.fit((x, y), epochs=2, batch_size=8, verbose=0)
     with pytest.raises(Stop):
-        model().fit((x, y), epochs=2, batch_size=8, verbose=0,
-                    callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(5)])
+        model().fit(
+            (x, y),
+            epochs=2,
+            batch_size=8,
+            verbose=0,
+            callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(5)],
+        )
     states, _ = ember.checkpoint.load_states(ModelCheckpoint(tmp_path).last_path, ["scaler"])
     assert states["scaler"]["scale"] == 65536.0
     resumed = model()

@@ -14,6 +14,12 @@ def test_clean_matches_the_tutorial():
     assert clean("It's GREAT!<br />A must-see.\nReally") == "its great a mustsee really"
 
 
+@pytest.mark.parametrize("text", ["a<BR />b", "a<bR />b", "a<br\n/>b", "a<br />b", "é<BR />b", "é<br\n/>b"])
+def test_tokenize_handles_every_br_variant_like_clean(text):
+    tokens = tokenize([text, "x"])
+    assert [tokens.uniques[c] for c in tokens.codes] == [*clean(text).split(), "x"]
+
+
 def test_vocabulary_order_specials_and_ties():
     v = Vocabulary.build(["b a b", "c a b d"], max_words=5)
     assert v.words == ["<unk>", "<pad>", "b", "a", "c"]  # b:3, a:2, then c/d tie -> c
@@ -109,7 +115,7 @@ def test_imdb_token_files(tmp_path):
     assert batch[0].shape == (50, 200) and batch[1].shape == (50, 1) and batch[0].max() < 10000
 
 
-ODD_CHARACTERS = list("aB é!.,<br />\n\t\x00\x01\x0b\x1c\xa0\u3000İ-'")
+ODD_CHARACTERS = list("aBR é!.,<br />\n\t\x00\x01\x0b\x1c\xa0\u3000İ-'")
 ODD_TEXT = st.text(alphabet=st.sampled_from(ODD_CHARACTERS), max_size=30)
 
 

@@ -43,7 +43,6 @@ _DELETE = string.punctuation.encode()
 _UNICODE_SPACES = dict.fromkeys(
     [0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000], " "
 )  # every non-ASCII character for which str.isspace() is true
-_SEPARATOR = b"\x01"  # a word no cleaned text contains (removed from the texts first)
 
 
 @dataclass
@@ -60,39 +59,50 @@ class Tokens:
 
 
 def _clean_corpus(texts: Sequence[str]) -> bytes:
-    """All texts cleaned as by :func:`clean`, joined by a separator word, as UTF-8 bytes."""
+    """All texts cleaned as by :func:`clean` and joined by the byte 0x01, as UTF-8 bytes."""
     if any("\x00" in t or "\x01" in t for t in texts):  # 0 pads packed words, 1 separates texts
         texts = [t.replace("\x00", " ").replace("\x01", " ") for t in texts]
-    corpus = " \x01 ".join(texts)
-    # bytes.lower is exact for ASCII text and much faster than str.lower
-    if corpus.isascii():
-        data = corpus.encode("ascii").lower()
-    else:  # str.split() also splits on non-ASCII spaces: make them plain spaces first
-        data = corpus.lower().translate(_UNICODE_SPACES).encode("utf-8")
-    data = data.replace(b"\n", b" ").replace(b"<br />", b" ")
-    return data.translate(None, _DELETE)  # punctuation is ASCII: UTF-8 sequences stay intact
+    corpus = "\x01".join(texts)
+    if not corpus.isascii():  # str.lower is needed; str.split() also splits on non-ASCII spaces
+        data = corpus.lower().translate(_UNICODE_SPACES).encode("utf-8").translate(_LOWER_ASCII)
+    elif any(variant in corpus for variant in ("<B", "<bR", "<br\n")):
+        data = corpus.encode("ascii").translate(_LOWER_ASCII)  # "<BR />", "<br\n/>" need it first
+    else:  # no such variant: one translate after the replace lowercases and deletes punctuation
+        return corpus.encode("ascii").replace(b"<br />", b" ").translate(_LOWER_ASCII, _DELETE)
+    return data.replace(b"<br />", b" ").translate(None, _DELETE)  # deleting ASCII keeps UTF-8 intact
 
 
+_LOWER_ASCII = bytes.maketrans(
+    string.ascii_uppercase.encode() + b"\n", string.ascii_lowercase.encode() + b" "
+)
 _WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # the ASCII characters str.split() splits on
+_WHITESPACE[[1, 9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # str.split()'s ASCII spaces, and 0x01
 _KEEP_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
 
 
-def _word_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end offsets of the whitespace-separated words of ``buf``."""
-    space = np.concatenate([[True], _WHITESPACE[buf], [True]]).view(np.int8)
-    change = np.diff(space)
-    return np.flatnonzero(change == -1), np.flatnonzero(change == 1)
+def _word_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and end offsets of the words of ``buf`` (runs of non-space bytes), and the offsets of
+    the 0x01 separators between texts."""
+    controls = np.flatnonzero(buf < 32)  # few: separators, tabs, the odd control character
+    space = np.empty(len(buf) + 2, dtype=bool)
+    space[0] = space[-1] = True
+    if _WHITESPACE[buf[controls]].all():  # then "space" is simply "<= 32", without a table lookup
+        np.less_equal(buf, 32, out=space[1:-1])
+    else:
+        space[1:-1] = _WHITESPACE[buf]
+    edges = np.flatnonzero(space[1:] != space[:-1])  # alternately a word's start and its end
+    return edges[0::2], edges[1::2], controls[buf[controls] == 1]
 
 
 def _word_codes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
     """Number the words: words of up to 8 bytes are packed exactly into uint64 keys and numbered
     with an integer hash table; longer ones go through Python bytes objects."""
     lengths = ends - starts
-    buf = np.frombuffer(data + b"\x00" * 8, dtype=np.uint8)
-    windows = np.lib.stride_tricks.as_strided(buf, shape=(len(data), 8), strides=(1, 1))
+    # the 8 bytes at every offset, read as one little-endian integer (an unaligned view, no copy)
+    at_offset = np.ndarray((len(data),), dtype="<u8", buffer=data + b"\x00" * 8, strides=(1,))
     short = lengths <= 8
-    keys = np.ascontiguousarray(windows[starts[short]]).view("<u8").ravel() & _KEEP_LOW[lengths[short]]
+    keys = at_offset[starts[short]]
+    keys &= _KEEP_LOW[lengths[short]]
     short_codes, short_keys = pd.factorize(keys)
     long_words = np.array(
         [data[a:b] for a, b in zip(starts[~short], ends[~short], strict=True)], dtype=object
@@ -108,23 +118,19 @@ def _word_codes(data: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.n
 def tokenize(texts: Sequence[str]) -> Tokens:
     """``clean`` every text and split it on whitespace, for the whole corpus at once.
 
-    The texts are joined with a separator word and cleaned in a few passes over one buffer; words
+    The texts are joined by a separator byte and cleaned in a few passes over one buffer; words
     are found with numpy and numbered exactly (short words packed into integers, so most of the
     hashing happens on integers, not Python objects). Equal to ``[clean(t).split() for t in texts]``.
     """
     if not texts:
         return Tokens(np.zeros(0, np.int64), [], np.zeros(0, np.int64))
     data = _clean_corpus(texts)
-    starts, ends = _word_bounds(np.frombuffer(data, dtype=np.uint8))
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, ends, separators = _word_bounds(buf)
+    words_before = np.searchsorted(starts, separators)  # words before each separator
+    lengths = np.diff(np.concatenate([[0], words_before, [len(starts)]])).astype(np.int64)
     codes, uniques = _word_codes(data, starts, ends)
-    separator = uniques.index(_SEPARATOR) if len(texts) > 1 else -1
-    cuts = np.flatnonzero(codes == separator)
-    lengths = np.diff(np.concatenate([[-1], cuts, [len(codes)]])) - 1
-    if separator >= 0:
-        codes = codes[codes != separator]
-        codes -= codes > separator  # renumber without the separator
-        del uniques[separator]
-    return Tokens(codes, [u.decode("utf-8") for u in uniques], lengths.astype(np.int64))
+    return Tokens(codes, [u.decode("utf-8") for u in uniques], lengths)
 
 
 class Vocabulary:

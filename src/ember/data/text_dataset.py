@@ -35,33 +35,37 @@ def _cache_folder(cache_dir: str | Path | None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember" / "text"
 
 
-def _read_lines(path: Path, on_bad_lines: str) -> tuple[list[int], list[str], int]:
-    """Labels and texts of ``label<TAB>text`` lines; bad lines raise, warn or are skipped."""
+def _read_lines(path: Path, content: str, on_bad_lines: str) -> tuple[list[int], list[str], int]:
+    """Labels and texts of the ``label<TAB>text`` lines of ``content`` (read from ``path``)."""
     if on_bad_lines not in _BAD_LINES:
         raise DataError(f"on_bad_lines must be one of {_BAD_LINES}, got {on_bad_lines!r}")
+    if "\r" in content:  # the same lines as a text-mode read
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     labels, texts, bad = [], [], 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            label, tab, text = line.rstrip("\n").partition("\t")
-            problem = "no tab between label and text" if not tab else None
-            if problem is None and not label.strip().lstrip("-").isdigit():
-                problem = f"label {label!r} is not an integer"
-            if problem is not None:
-                if on_bad_lines == "error":
-                    raise DataError(f"{path}:{number}: {problem}")
-                if on_bad_lines == "warn":
-                    warnings.warn(f"{path}:{number}: {problem}; line skipped", stacklevel=3)
-                bad += 1
-                continue
-            labels.append(int(label))
-            texts.append(text)
+    for number, line in enumerate(lines, 1):
+        label, tab, text = line.partition("\t")
+        problem = None if tab else "no tab between label and text"
+        if problem is None and not label.strip().lstrip("-").isdigit():
+            problem = f"label {label!r} is not an integer"
+        if problem is not None:
+            if on_bad_lines == "error":
+                raise DataError(f"{path}:{number}: {problem}")
+            if on_bad_lines == "warn":
+                warnings.warn(f"{path}:{number}: {problem}; line skipped", stacklevel=4)
+            bad += 1
+            continue
+        labels.append(int(label))
+        texts.append(text)
     if not labels:
         raise DataError(f"{path} has no usable lines")
     return labels, texts, bad
 
 
-def _key(path: Path, settings: dict) -> str:
-    digest = hashlib.sha256(path.read_bytes())
+def _key(raw: bytes, settings: dict) -> str:
+    digest = hashlib.sha256(raw)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
@@ -125,8 +129,8 @@ class TextClassificationDataset(Dataset):
             "on_bad_lines": on_bad_lines,
         }
 
-        def build() -> tuple[np.ndarray, list[int], list[str], int]:
-            labels, texts, bad = _read_lines(source, on_bad_lines)
+        def build(content: str) -> tuple[np.ndarray, list[int], list[str], int]:
+            labels, texts, bad = _read_lines(source, content, on_bad_lines)
             tokens = tokenize(texts)
             built = vocab or Vocabulary.from_tokens(tokens, max_words=max_words)
             return pack(ids_of(tokens, built), tokens.lengths, max_len), labels, built.words, bad
@@ -146,8 +150,8 @@ class TextClassificationDataset(Dataset):
         source = Path(path)
         settings = {"kind": "tokens", "max_len": max_len, "on_bad_lines": on_bad_lines}
 
-        def build() -> tuple[np.ndarray, list[int], list[str], int]:
-            labels, texts, bad = _read_lines(source, on_bad_lines)
+        def build(content: str) -> tuple[np.ndarray, list[int], list[str], int]:
+            labels, texts, bad = _read_lines(source, content, on_bad_lines)
             rows = []
             for number, text in enumerate(texts, 1):
                 try:
@@ -167,10 +171,11 @@ class TextClassificationDataset(Dataset):
         if not source.is_file():
             raise DataError(f"text file {source} does not exist")
         folder = _cache_folder(cache_dir)
-        stem = f"{source.stem}.{_key(source, settings)}"
+        raw = source.read_bytes()
+        stem = f"{source.stem}.{_key(raw, settings)}"
         array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
         if not (array_path.exists() and meta_path.exists()):
-            ids, labels, words, bad = build()
+            ids, labels, words, bad = build(raw.decode("utf-8"))
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{stem}.npy.tmp"
             with open(tmp, "wb") as handle:
