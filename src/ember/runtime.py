@@ -7,14 +7,17 @@ so code above this layer never asks "am I distributed?". Knows torch only; no ot
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from ember.errors import ConfigError
 
-__all__ = ["PRECISIONS", "Runtime", "resolve_device"]
+__all__ = ["PRECISIONS", "DistributedRuntime", "Runtime", "create_runtime", "resolve_device"]
 
 PRECISIONS = ("32", "bf16", "16")
 
@@ -75,9 +78,78 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type)
 
     def wrap_model(self, net: torch.nn.Module) -> torch.nn.Module:
-        """The module the loop calls; the serial runtime only moves it to the device."""
+        """The module training steps call (the serial runtime: the net itself, on the device)."""
         return net.to(self.device)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over processes (identity in one process)."""
         return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` in rank order (one process: ``[obj]``)."""
+        return [obj]
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` of process ``src`` (one process: ``obj``)."""
+        return obj
+
+
+def _timeout_seconds(timeout: float | None) -> float:
+    if timeout is not None:
+        return float(timeout)
+    return float(os.environ.get("EMBER_DIST_TIMEOUT", "60"))
+
+
+class DistributedRuntime(Runtime):
+    """One process of a torch.distributed job (started by torchrun or :func:`ember.launch`).
+
+    Reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from the environment, initialises the process group
+    when needed (nccl on CUDA, gloo on CPU, ``timeout`` seconds, default ``EMBER_DIST_TIMEOUT`` or 60),
+    puts this process on ``cuda:LOCAL_RANK`` when CUDA is used, and wraps the net in DDP.
+    """
+
+    def __init__(
+        self, device: str | torch.device | None = None, precision: str = "32", timeout: float | None = None
+    ) -> None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device is None:
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        super().__init__(device, precision)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_seconds(timeout)))
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+
+    def wrap_model(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The net on this process's device, wrapped in DistributedDataParallel."""
+        net = net.to(self.device)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over all processes, in place."""
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order, on every process."""
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` of process ``src``, on every process."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+
+def create_runtime(device: str | torch.device | None = None, precision: str = "32") -> Runtime:
+    """A DistributedRuntime under torchrun / ember.launch (WORLD_SIZE > 1), else the serial Runtime."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return DistributedRuntime(device, precision)
+    return Runtime(device, precision)

@@ -12,26 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
+from ember.data.order import Shard, epoch_generator
 from ember.errors import DataError
 
-__all__ = ["DeviceLoader", "epoch_generator", "random_crop", "random_flip"]
+__all__ = ["DeviceLoader", "random_crop", "random_flip"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def epoch_generator(
-    seed: int, epoch: int, batch: int | None = None, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """A generator seeded from ``(seed, epoch)`` or ``(seed, epoch, batch)``, mixed by numpy's
-    SeedSequence: the same numbers always give the same stream, nearby numbers unrelated ones."""
-    entropy = [abs(int(seed)), int(epoch)] + ([] if batch is None else [int(batch)])
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(state) % (2**63 - 1))
-    return generator
 
 
 def random_flip(dim: int = -1, p: float = 0.5) -> Augment:
@@ -105,6 +93,7 @@ class DeviceLoader:
         self._scaled = uint8 if any(uint8) else []
         self.epoch = 0
         self.position = 0  # the next batch of the current epoch
+        self.shard = Shard()
 
     @property
     def device(self) -> torch.device:
@@ -117,8 +106,12 @@ class DeviceLoader:
         return len(self.tensors[0])
 
     def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, size = self.num_samples, self.batch_size * self.shard.world
+        return n // size if self.drop_last else math.ceil(n / size)
+
+    def weights(self, b: int) -> tuple[int, float]:
+        """``(real samples, loss scale)`` of this process's batch ``b`` (see ``Shard``)."""
+        return self.shard.weights(self.num_samples, b, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose permutation the next iteration uses (from its first batch)."""
@@ -133,11 +126,14 @@ class DeviceLoader:
 
     def batch(self, b: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Batch ``b`` of the current epoch (``order`` is the epoch's permutation, if shuffled)."""
-        start = b * self.batch_size
-        if order is None:
-            parts = [t[start : start + self.batch_size] for t in self.tensors]
+        if self.shard.world > 1:
+            order = order if order is not None else torch.arange(self.num_samples, device=self.device)
+            index = self.shard.indices(order, b, self.batch_size)[0]
+            parts = [torch.index_select(t, 0, index) for t in self.tensors]
+        elif order is None:
+            parts = [t[b * self.batch_size : (b + 1) * self.batch_size] for t in self.tensors]
         else:
-            index = order[start : start + self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
             parts = [torch.index_select(t, 0, index) for t in self.tensors]  # cheaper than t[index]
         if self.augment:
             generator = epoch_generator(self.seed, self.epoch, b, device=self.device)

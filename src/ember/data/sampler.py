@@ -21,9 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ember.data.device import epoch_generator
+from ember.data.order import Shard, epoch_generator
 
-__all__ = ["BatchRequest", "EpochBatchSampler", "SeededBatchSampler", "SeededDataset", "seeded_rng"]
+__all__ = [
+    "BatchRequest",
+    "EpochBatchSampler",
+    "SeededBatchSampler",
+    "SeededDataset",
+    "seeded_rng",
+]
 
 
 class BatchRequest(NamedTuple):
@@ -66,9 +72,15 @@ class SeededBatchSampler(Sampler[BatchRequest]):
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.epoch = 0
         self.position = 0
+        self.shard = Shard()
 
     def __len__(self) -> int:
-        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+        size = self.batch_size * self.shard.world
+        return self.size // size if self.drop_last else math.ceil(self.size / size)
+
+    def weights(self, b: int) -> tuple[int, float]:
+        """``(real samples, loss scale)`` of this process's batch ``b`` (see ``Shard``)."""
+        return self.shard.weights(self.size, b, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch; a different one starts from its first batch."""
@@ -84,10 +96,10 @@ class SeededBatchSampler(Sampler[BatchRequest]):
     def _slices(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(epoch, batch, indices)`` from the current position; the next iteration starts the
         following epoch from its first batch."""
-        order, size, start, epoch = self.order(), self.batch_size, self.position, self.epoch
+        order, start, epoch = self.order(), self.position, self.epoch
         self.position, self.epoch = 0, epoch + 1
         for b in range(start, len(self)):
-            yield epoch, b, order[b * size : (b + 1) * size]
+            yield epoch, b, self.shard.indices(order, b, self.batch_size)[0]
 
     def __iter__(self) -> Iterator[BatchRequest]:
         for epoch, b, indices in self._slices():

@@ -1,0 +1,58 @@
+"""Orders and shards of an epoch: the permutation of ``(seed, epoch)`` and each process's part of
+every global batch. Shared by DeviceLoader and the DataLoader samplers. Knows torch and numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["Shard", "epoch_generator"]
+
+
+def epoch_generator(
+    seed: int, epoch: int, batch: int | None = None, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator seeded from ``(seed, epoch)`` or ``(seed, epoch, batch)``, mixed by numpy's
+    SeedSequence: the same numbers always give the same stream, nearby numbers unrelated ones."""
+    entropy = [abs(int(seed)), int(epoch)] + ([] if batch is None else [int(batch)])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state) % (2**63 - 1))
+    return generator
+
+
+class Shard:
+    """This process's part of every global batch: with ``world`` processes and ``batch_size`` samples
+    per process, global batch ``b`` holds ``batch_size * world`` consecutive samples of the epoch's
+    order, split into ``world`` contiguous parts as evenly as possible (rank order). A process whose
+    part of a short last batch is empty gets one padding sample that counts for nothing.
+
+    Example:
+        >>> Shard(0, 2).part(5)  # 5 samples in this global batch: rank 0 takes [0, 3)
+        (0, 3)
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1) -> None:
+        self.rank, self.world = rank, world
+
+    def part(self, n: int) -> tuple[int, int]:
+        """``[start, stop)`` of this process's samples among the ``n`` of a global batch."""
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (1 if self.rank < extra else 0)
+
+    def indices(self, order: torch.Tensor, b: int, batch_size: int) -> tuple[torch.Tensor, int]:
+        """This process's indices of global batch ``b`` and how many of them are real samples."""
+        size = batch_size * self.world
+        chunk = order[b * size : (b + 1) * size]
+        start, stop = self.part(len(chunk))
+        return (chunk[start:stop], stop - start) if stop > start else (chunk[:1], 0)
+
+    def weights(self, total: int, b: int, batch_size: int) -> tuple[int, float]:
+        """``(real samples, loss scale)`` of batch ``b``: scaling each process's mean loss by
+        ``real * world / global batch`` makes DDP's average the exact mean over the global batch."""
+        size = batch_size * self.world
+        n = min(size, total - b * size)
+        start, stop = self.part(n)
+        return stop - start, (stop - start) * self.world / n
