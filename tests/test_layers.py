@@ -13,7 +13,7 @@ LAYERS = {
     "seed": 0,
     "runtime": 1,
     "interrupts": 1,
-    "launch": 1,
+    "spawn": 1,
     "data": 2,
     "metrics": 2,
     "checkpoint": 2,

@@ -24,6 +24,7 @@ from ember.errors import (
 )
 from ember.model import Model
 from ember.seed import seed_everything
+from ember.spawn import LaunchError, launch
 from ember.summary import ModelSummary, summary
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "DataError",
     "EmberError",
     "History",
+    "LaunchError",
     "LoadReport",
     "Model",
     "ModelSummary",
@@ -41,6 +43,7 @@ __all__ = [
     "ShapeError",
     "__version__",
     "export",
+    "launch",
     "load_checkpoint",
     "load_exported",
     "load_weights",

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from ember._tree import concat, to_device
 from ember.callbacks.base import CallbackList
-from ember.data.adapt import set_epoch
+from ember.data.adapt import batch_weights, set_epoch
 from ember.errors import DataError, NonFiniteLossError
 from ember.interrupts import raise_if_interrupted
 from ember.metrics.meter import Meter
 from ember.state import TrainState
 
-__all__ = ["StepOutput", "Steps", "fit_loop", "run_eval", "run_predict", "run_train_epoch"]
+__all__ = ["StepOutput", "Steps", "Sync", "fit_loop", "run_eval", "run_predict", "run_train_epoch"]
 
 DEFAULT_REFRESH_SECONDS = 1.0
 
@@ -52,9 +52,13 @@ def _note(exc: BaseException, text: str) -> None:
         exc.add_note(text)
 
 
-def _checked_read(meter: Meter, state: TrainState) -> dict[str, float]:
-    """The running training values; NonFiniteLossError naming the first bad step."""
-    logs = meter.read()
+Sync = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[Any], list[Any]]]  # all_reduce_sum, gather
+
+
+def _checked_read(meter: Meter, state: TrainState, sync: Sync | None = None) -> dict[str, float]:
+    """The training values (this process's, or with ``sync`` every process's); NonFiniteLossError
+    naming the first bad step."""
+    logs = meter.read() if sync is None else meter.read(reduce=sync[0], gather=sync[1])
     if not math.isfinite(logs["loss"]) and meter.batches:
         bad = meter.first_nonfinite()
         if bad is not None:
@@ -77,11 +81,14 @@ def run_train_epoch(
     cbs: CallbackList,
     refresh_every: float,
     fresh: bool = True,
+    sync: Sync | None = None,
 ) -> dict[str, float]:
     """One pass of training steps; returns the epoch's exact loss and metrics.
 
-    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums.
+    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums. With ``sync``
+    (several processes), each batch counts only its real samples and the result covers every process.
     """
+    weights = None if sync is None else batch_weights(batches)
     if fresh:
         meter.reset()
     model.net.train()
@@ -91,7 +98,13 @@ def run_train_epoch(
     next_refresh = clock() + refresh_every
     try:
         for batch in batches:
-            meter.update(*model.train_step(batch))
+            if weights is None:
+                meter.update(*model.train_step(batch))
+            else:
+                real, model.loss_scale = weights(state.batch)
+                out = model.train_step(batch)
+                if real:  # a padding batch trains (DDP needs every process) but counts for nothing
+                    meter.update(out.loss, out.preds, out.target, real)
             state.batch += 1
             state.step += 1
             if batch_hook:
@@ -109,37 +122,52 @@ def run_train_epoch(
             f"batch {state.batch + 1} of the epoch)",
         )
         raise
-    if meter.batches == 0:
+    if meter.batches == 0 and sync is None:
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
-    return _checked_read(meter, state)
+    return _checked_read(meter, state, sync)
 
 
-def run_eval(model: Steps, batches: Iterable[Any], meter: Meter, prefix: str = "") -> dict[str, float]:
-    """One pass of evaluation steps (eval mode, no grad); returns loss and metrics."""
+def run_eval(
+    model: Steps, batches: Iterable[Any], meter: Meter, prefix: str = "", sync: Sync | None = None
+) -> dict[str, float]:
+    """One pass of evaluation steps (eval mode, no grad); returns loss and metrics (of every
+    process with ``sync``, each sample counted once)."""
     meter.reset()
+    weights = None if sync is None else batch_weights(batches)
     was_training = model.net.training
     model.net.eval()
     try:
         with torch.no_grad():
-            for batch in batches:
-                meter.update(*model.eval_step(batch))
+            for b, batch in enumerate(batches):
+                real = None if weights is None else weights(b)[0]
+                if real != 0:  # a padding batch of a sharded last batch is skipped
+                    out = model.eval_step(batch)
+                    meter.update(out.loss, out.preds, out.target, out.size if real is None else real)
     finally:
         model.net.train(was_training)
-    if meter.batches == 0:
+    if meter.batches == 0 and sync is None:
         raise DataError("the evaluation data yielded no batches")
-    return meter.read(prefix)
+    return meter.read(prefix) if sync is None else meter.read(prefix, reduce=sync[0], gather=sync[1])
 
 
-def run_predict(model: Steps, batches: Iterable[Any]) -> Any:
-    """Outputs of every batch, moved to CPU and concatenated (eval mode, no grad)."""
+def run_predict(model: Steps, batches: Iterable[Any], sync: Sync | None = None) -> Any:
+    """Outputs of every batch, moved to CPU and concatenated in data order (eval mode, no grad);
+    with ``sync``, every process's outputs, each sample once, on every process."""
+    weights = None if sync is None else batch_weights(batches)
     was_training = model.net.training
     model.net.eval()
     cpu = torch.device("cpu")
     try:
         with torch.no_grad():
-            outputs = [to_device(model.predict_step(batch), cpu) for batch in batches]
+            outputs = [
+                to_device(model.predict_step(batch), cpu) if weights is None or weights(b)[0] else None
+                for b, batch in enumerate(batches)
+            ]
     finally:
         model.net.train(was_training)
+    if sync is not None:  # global batch b is the parts of ranks 0, 1, ... in order
+        per_rank = sync[1](outputs)
+        outputs = [part[b] for b in range(len(outputs)) for part in per_rank if part[b] is not None]
     if not outputs:
         raise DataError("the prediction data yielded no batches")
     return concat(outputs)
@@ -153,6 +181,7 @@ def fit_loop(
     cbs: CallbackList,
     meters: tuple[Meter, Meter | None],
     resume_mid_epoch: bool = False,
+    sync: Sync | None = None,
 ) -> None:
     """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``.
 
@@ -173,10 +202,10 @@ def fit_loop(
                 set_epoch(val, state.epoch - 1)  # seeded validation transforms follow the epoch too
             cbs.call("on_epoch_start", state)
             started = time.perf_counter()
-            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every, fresh)
+            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every, fresh, sync)
             fresh = True
             if val is not None and val_meter is not None:
-                logs.update(run_eval(model, val, val_meter, prefix="val_"))
+                logs.update(run_eval(model, val, val_meter, prefix="val_", sync=sync))
             logs["lr"] = model.end_epoch(logs)
             logs["seconds"] = time.perf_counter() - started
             state.logs, state.epochs_done = logs, state.epoch

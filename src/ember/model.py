@@ -18,13 +18,14 @@ from ember import checks
 from ember._tree import to_device
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
 from ember.data.adapt import as_batches
+from ember.data.order import Shard
 from ember.errors import ConfigError, DataError
 from ember.interrupts import trap_signals
-from ember.loop import StepOutput, fit_loop, run_eval, run_predict
+from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
 from ember.metrics import Meter, Metric, resolve_metrics
 from ember.options import batch_size_of, check_optimizer, configure_accuracy, length_of, make_scheduler
 from ember.resume import load_training, resolve_resume, save_training
-from ember.runtime import Runtime
+from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
 
 __all__ = ["Model"]
@@ -52,6 +53,8 @@ class Model:
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._check_next_batch = True
+        self._train_net: nn.Module = net
+        self.loss_scale = 1.0  # set per batch by the loop when processes share a batch
 
     # -- set-up ------------------------------------------------------------------------------
     def compile(
@@ -83,8 +86,9 @@ class Model:
             raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
         if scheduler_interval not in _SCHEDULER_INTERVALS:
             raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-        self.runtime = Runtime(device, precision)
-        self.net = self.runtime.wrap_model(self.net)
+        self.runtime = create_runtime(device, precision)
+        self.net = self.net.to(self.runtime.device)
+        self._train_net = self.runtime.wrap_model(self.net)  # DDP under torchrun, else the net
         self.loss = loss
         self.optimizer = optimizer or torch.optim.Adam(self.net.parameters(), lr=1e-3)
         check_optimizer(self.optimizer, self.net)
@@ -145,11 +149,12 @@ class Model:
                 with ``resume=`` finishes it.
         """
         self._runtime()
-        train = as_batches(train_data, batch_size, shuffle, "training data")
+        shard = self._shard()
+        train = as_batches(train_data, batch_size, shuffle, "training data", shard)
         val = (
             None
             if validation_data is None
-            else as_batches(validation_data, batch_size, False, "validation data")
+            else as_batches(validation_data, batch_size, False, "validation data", shard)
         )
         builtins: list[Callback] = [HistoryRecorder(self.history_rows)]
         if verbose:
@@ -171,7 +176,7 @@ class Model:
                 else load_training(self, resolve_resume(resume, cbs.callbacks), epochs)
             )
             with trap_signals(state):
-                fit_loop(self, train, val, state, cbs, meters, resume_mid_epoch=mid_epoch)
+                fit_loop(self, train, val, state, cbs, meters, mid_epoch, self._sync())
         finally:
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
@@ -192,8 +197,9 @@ class Model:
         """Loss and metrics over ``data`` (eval mode, no grad): ``{"loss": ..., "accuracy": ...}``."""
         self._runtime()
         self._check_next_batch = True
-        batches = as_batches(data, batch_size, False, "evaluation data")
-        return run_eval(self, batches, Meter(self.metrics, self.device, length_of(batches)))
+        batches = as_batches(data, batch_size, False, "evaluation data", self._shard())
+        meter = Meter(self.metrics, self.device, length_of(batches))
+        return run_eval(self, batches, meter, sync=self._sync())
 
     def predict(self, data: Any, batch_size: int | None = None) -> Any:
         """The model's outputs for every sample of ``data``, concatenated on CPU.
@@ -202,7 +208,16 @@ class Model:
         """
         if self.runtime is None:  # predicting needs no loss: use the module where it lives
             self.runtime = Runtime(next(self.net.parameters(), torch.empty(0)).device)
-        return run_predict(self, as_batches(data, batch_size, False, "prediction data"))
+        batches = as_batches(data, batch_size, False, "prediction data", self._shard())
+        return run_predict(self, batches, self._sync())
+
+    def _shard(self) -> Shard:
+        runtime = self._runtime()
+        return Shard(runtime.rank, runtime.world_size, runtime.broadcast_object)
+
+    def _sync(self) -> Sync | None:
+        runtime = self._runtime()
+        return None if runtime.world_size == 1 else (runtime.all_reduce_sum, runtime.gather_objects)
 
     # -- steps (override for custom batches) -------------------------------------------------
     def unpack(self, batch: Any) -> tuple[Any, Any]:
@@ -222,12 +237,17 @@ class Model:
         )
 
     def forward(self, inputs: Any) -> Any:
-        """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords."""
+        """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords.
+
+        Training steps go through the DDP wrapper when several processes train; evaluation and
+        prediction call the net itself (no collective, so processes may have different batch counts).
+        """
+        net = self._train_net if torch.is_grad_enabled() else self.net
         if isinstance(inputs, Mapping):
-            return self.net(**inputs)
+            return net(**inputs)
         if isinstance(inputs, (tuple, list)):
-            return self.net(*inputs)
-        return self.net(inputs)
+            return net(*inputs)
+        return net(inputs)
 
     def compute_loss(self, preds: Any, target: Any) -> torch.Tensor:
         """``loss(preds, target)``, with inputs checked on the first batch of each call."""
@@ -264,7 +284,7 @@ class Model:
         with self.runtime.autocast():  # type: ignore[union-attr]
             preds = self.forward(inputs)
             loss = self.compute_loss(preds, target)
-        self.optimize(loss)
+        self.optimize(loss if self.loss_scale == 1.0 else loss * self.loss_scale)
         return StepOutput(loss, preds, target, batch_size_of(target, inputs))
 
     def eval_step(self, batch: Any) -> StepOutput:

@@ -61,16 +61,37 @@ def _callback_keys(callbacks: list[Any]) -> list[tuple[str, Any]]:
 
 
 def save_training(model: Any, path: str | Path) -> Path:
-    """Write ``model``'s full training state (see the module docstring) to checkpoint folder ``path``."""
-    state = model.state
+    """Write ``model``'s full training state (see the module docstring) to checkpoint folder ``path``.
+
+    With several processes this is collective: every process sends its RNG states and running sums,
+    process 0 writes, and the outcome (success or the error) is shared, so all processes raise together.
+    """
+    state, runtime = model.state, model.runtime
     in_epoch = state.train_meter is not None and state.epoch > state.epochs_done
-    states: dict[str, Any] = {"model": model.net.state_dict(), "rng": rng_states()}
+    local = {"rng": rng_states(), "meter": state.train_meter.state_dict() if in_epoch else None}
+    parts = runtime.gather_objects(local) if runtime is not None else [local]
+    error = None
+    if runtime is None or runtime.is_main:
+        try:
+            _write_training(model, path, in_epoch, parts)
+        except Exception as exc:  # shared below, so that no process waits for a checkpoint that failed
+            error = f"{type(exc).__name__}: {exc}"
+    if runtime is not None:
+        error = runtime.broadcast_object(error)
+    if error is not None:
+        raise CheckpointError(f"saving the checkpoint {path} failed on process 0: {error}")
+    return Path(path)
+
+
+def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[dict[str, Any]]) -> Path:
+    state = model.state
+    states: dict[str, Any] = {"model": model.net.state_dict(), "rng": [p["rng"] for p in parts]}
     for name in ("optimizer", "scheduler", "scaler"):
         obj = getattr(model, name, None)
         if obj is not None:
             states[name] = obj.state_dict()
     if in_epoch:
-        states["meter"] = state.train_meter.state_dict()
+        states["meter"] = [p["meter"] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
     data_epoch, position = (state.epoch - 1, state.batch) if in_epoch else (state.epochs_done, 0)
     progress = {
@@ -85,7 +106,7 @@ def save_training(model: Any, path: str | Path) -> Path:
         "progress": progress,
         "history": model.history_rows,
         "data": None if state.train_data is None else data_state(state.train_data, data_epoch, position),
-        "world_size": model.runtime.world_size if model.runtime is not None else 1,
+        "world_size": len(parts),
     }
     return save_states(path, states, extra, info={"epoch": state.epoch, "step": state.step})
 
@@ -125,15 +146,16 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     state.batch, state.fit_start_epoch = progress["batch"], progress["fit_start_epoch"]
     if epochs is not None:
         state.epochs = state.fit_start_epoch + int(epochs)
+    rank = model.runtime.rank if model.runtime is not None else 0
     if progress["in_epoch"] and state.train_meter is not None:
-        state.train_meter.load_state_dict(states["meter"])
+        state.train_meter.load_state_dict(states["meter"][rank])
     for key, cb in _callback_keys(state.callbacks):
         if key in states["callbacks"]:
             cb.load_state_dict(states["callbacks"][key])
     if state.train_data is not None:
         load_data_state(state.train_data, extra["data"])
     if restore_rng:
-        restore_rng_states(states["rng"])
+        restore_rng_states(states["rng"][rank])
     return bool(progress["in_epoch"])
 
 

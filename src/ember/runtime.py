@@ -119,7 +119,13 @@ class DistributedRuntime(Runtime):
             torch.cuda.set_device(self.device)
         if not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_seconds(timeout)))
+            wait = timedelta(seconds=_timeout_seconds(timeout))
+            store = _restart_store(wait)
+            if store is None:
+                dist.init_process_group(backend, timeout=wait)
+            else:
+                rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+                dist.init_process_group(backend, timeout=wait, store=store, rank=rank, world_size=world)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
 
@@ -145,6 +151,24 @@ class DistributedRuntime(Runtime):
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
+
+
+def _restart_store(timeout: timedelta) -> dist.Store | None:
+    """Under torchrun, a store whose keys are private to this restart attempt, so a restarted process
+    never reads the addresses its crashed predecessors published (None: the default env:// store)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=not agent_hosts_store and os.environ.get("RANK") == "0",
+        timeout=timeout,
+        wait_for_workers=False,
+    )
+    return dist.PrefixStore(f"ember/attempt{attempt}", store)
 
 
 def create_runtime(device: str | torch.device | None = None, precision: str = "32") -> Runtime:

@@ -35,3 +35,26 @@ def test_state_round_trip_continues_the_epoch():
     restored.load_state_dict(meter.state_dict())
     restored.update(torch.tensor(4.0), torch.tensor([[1.0, 0.0]] * 3), torch.tensor([0, 0, 0]), 3)
     assert restored.read() == {"loss": pytest.approx(3.5), "accuracy": pytest.approx(0.75)}
+
+
+def test_global_read_sums_every_process_once():
+    """Two 'processes' simulated by summing their state vectors: equal to one meter over all batches."""
+    from ember.metrics import AUC, MAE
+
+    def meter_over(batches):
+        meter = Meter([Accuracy(), AUC(), MAE(name="mae")], torch.device("cpu"))
+        for loss, preds, target in batches:
+            meter.update(torch.tensor(loss), preds, target, len(target))
+        return meter
+
+    batches = [
+        (0.5, torch.tensor([[0.2], [0.9]]), torch.tensor([[0.0], [1.0]])),
+        (1.5, torch.tensor([[0.7], [0.1], [0.6]]), torch.tensor([[0.0], [1.0], [1.0]])),
+    ]
+    whole = meter_over(batches).read()
+    first, second = meter_over(batches[:1]), meter_over(batches[1:])
+    recorded = []
+    second._global(lambda v: recorded.append(v) or v, lambda obj: [obj])  # what the second one sends
+    auc_of_second = {k: v.cpu() for k, v in second.metrics[1].state_dict().items()}
+    merged = first.read(reduce=lambda v: v + recorded[0], gather=lambda obj: [obj, auc_of_second])
+    assert merged == pytest.approx(whole)

@@ -78,10 +78,8 @@ class ModelCheckpoint(Callback):
         return [p for p in list_checkpoints(self.dirpath) if p.name != "best"]
 
     def _save(self, state: TrainState) -> None:
-        if not state.model.is_main:
-            return
-        state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")
-        if self.keep_last is not None:
+        state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")  # collective
+        if self.keep_last is not None and state.model.is_main:
             for old in self._rotating()[: -self.keep_last or None]:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -94,14 +92,16 @@ class ModelCheckpoint(Callback):
         """Save the best and every ``every_n_epochs`` epochs."""
         if self.save_best and self.monitor.update(self.monitor.value(state.logs)):
             self.best_epoch = state.epoch
-            if state.model.is_main:
-                state.model.save(self.best_path)
+            state.model.save(self.best_path)  # every process takes part; process 0 writes
         if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:
             self._save(state)
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
-        """On Ctrl-C or SIGTERM, save where training stopped."""
-        if self.save_on_interrupt and isinstance(exc, (KeyboardInterrupt, SystemExit)) and state.step:
+        """On Ctrl-C or SIGTERM, save where training stopped (one process only: with several,
+        processes may stop at different steps, so rely on ``every_n_steps`` checkpoints)."""
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) and state.step
+        runtime = state.model.runtime
+        if self.save_on_interrupt and interrupted and (runtime is None or runtime.world_size == 1):
             self._save(state)
 
     def state_dict(self) -> dict[str, Any]:

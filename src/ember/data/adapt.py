@@ -16,17 +16,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from ember.data.device import DeviceLoader
 from ember.data.loading import loader, rebuild
+from ember.data.order import Shard
 from ember.data.sampler import SeededBatchSampler
 from ember.data.tabular import from_arrays
 from ember.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "data_state", "load_data_state", "set_epoch"]
+__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "batch_weights", "data_state", "load_data_state", "set_epoch"]
 
 DEFAULT_BATCH_SIZE = 32
 
 
 def as_batches(
-    data: Any, batch_size: int | None = None, shuffle: bool = False, what: str = "data"
+    data: Any,
+    batch_size: int | None = None,
+    shuffle: bool = False,
+    what: str = "data",
+    shard: Shard | None = None,
 ) -> Iterable[Any]:
     """An iterable of batches for ``data``.
 
@@ -36,7 +41,24 @@ def as_batches(
         batch_size: for Datasets and arrays (default 32); an error with a DataLoader, which has its own.
         shuffle: shuffle Datasets and arrays every epoch.
         what: how errors name the data ("training data", ...).
+        shard: this process's part of every batch when several processes train together.
     """
+    batches = _as_batches(data, batch_size, shuffle, what)
+    if shard is not None and shard.world > 1:
+        keeper = _position_keeper(batches)
+        if keeper is None:
+            raise ConfigError(
+                f"{what} cannot be split across {shard.world} processes: give fit a Dataset, tensors, a "
+                "DeviceLoader or a DataLoader with a standard sampler (not a custom sampler or an "
+                "IterableDataset)"
+            )
+        keeper.shard = shard
+        if shard.agree is not None:  # every process must cut the same permutation
+            keeper.seed = shard.agree(keeper.seed)
+    return batches
+
+
+def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> Iterable[Any]:
     if isinstance(data, list) and not data:
         raise DataError(f"{what} is an empty list")
     if isinstance(data, DataLoader) or _is_batch_iterable(data):
@@ -101,6 +123,12 @@ def load_data_state(
             "IterableDataset, so ember cannot start it at batch {state['position']}; resume from an "
             "epoch-end checkpoint, or give fit a Dataset or a DataLoader with a standard sampler"
         )
+
+
+def batch_weights(batches: Iterable[Any]) -> Any:
+    """``b -> (real samples, loss scale)`` of this process's batches when they are sharded, else None."""
+    keeper = _position_keeper(batches)
+    return keeper.weights if keeper is not None and keeper.shard.world > 1 else None
 
 
 def set_epoch(batches: Iterable[Any], epoch: int) -> None:

@@ -4,6 +4,9 @@ every global batch. Shared by DeviceLoader and the DataLoader samplers. Knows to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -33,8 +36,9 @@ class Shard:
         (0, 3)
     """
 
-    def __init__(self, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, rank: int = 0, world: int = 1, agree: Callable[[Any], Any] | None = None) -> None:
         self.rank, self.world = rank, world
+        self.agree = agree  # process 0's value of an object, on every process (the shuffle seed)
 
     def part(self, n: int) -> tuple[int, int]:
         """``[start, stop)`` of this process's samples among the ``n`` of a global batch."""

@@ -7,6 +7,7 @@ call costs a host sync, which built-in metrics avoid).
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,16 @@ class FunctionMetric(Metric):
         count = self._counts["count"]
         return torch.tensor(self._sum / count if count else float("nan"), dtype=torch.float64)
 
+    def state_vector(self) -> torch.Tensor | None:
+        """The running sum and count, for a cross-process sum."""
+        return torch.tensor([self._sum, float(self._counts["count"])], dtype=torch.float64)
+
+    def with_state_vector(self, vector: torch.Tensor) -> Metric:
+        """A copy holding a summed state vector."""
+        other = copy.copy(self)
+        other._sum, other._counts = float(vector[0]), {"count": round(float(vector[1]))}
+        return other
+
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """The running sum and count."""
         return {"sum": torch.tensor(self._sum, dtype=torch.float64), "count": self._counts["count"]}
@@ -97,8 +108,12 @@ class TorchMetricsMetric(Metric):
         self.metric.update(preds.detach(), target)
 
     def compute(self) -> torch.Tensor:
-        """Forward to ``metric.compute``."""
+        """Forward to ``metric.compute`` (torchmetrics synchronises processes itself)."""
         return torch.as_tensor(self.metric.compute())
+
+    def state_vector(self) -> torch.Tensor | None:
+        """None: torchmetrics synchronises its own state."""
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """The torchmetrics metric states (tensor states only)."""

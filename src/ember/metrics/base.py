@@ -7,6 +7,9 @@ Sample counts are known on the host (batch shapes), so they are kept as Python i
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 
 __all__ = ["Metric"]
@@ -65,6 +68,29 @@ class Metric:
         """``state[sum_key] / state[count_key]`` as a device tensor; NaN when the count is 0."""
         total, count = self._tensors[sum_key], self._counts[count_key]
         return total / count if count else torch.full_like(total, float("nan"))
+
+    def state_vector(self) -> torch.Tensor | None:
+        """The state as one float vector (sums, then counts) for a cross-process sum, or None when
+        the metric synchronises itself (see :meth:`synchronize`)."""
+        values = [v.reshape(1).to(_acc_dtype(self._device)) for v in self._tensors.values()]
+        values += [
+            torch.tensor([float(c)], dtype=_acc_dtype(self._device), device=self._device)
+            for c in self._counts.values()
+        ]
+        return torch.cat(values) if values else None
+
+    def with_state_vector(self, vector: torch.Tensor) -> Metric:
+        """A copy of this metric holding ``vector`` (a summed :meth:`state_vector`) as its state."""
+        other = copy.copy(self)
+        keys = list(self._tensors)
+        other._tensors = {k: vector[i] for i, k in enumerate(keys)}
+        other._counts = {k: round(float(vector[len(keys) + i])) for i, k in enumerate(self._counts)}
+        return other
+
+    def synchronize(self, gather: Any) -> Metric:
+        """A copy holding every process's state, for metrics without a state vector (``gather`` maps
+        an object to the list of every process's object). The default has nothing to gather."""
+        return self
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """A copy of the accumulated state."""

@@ -5,6 +5,8 @@ Device-side statistics only; shapes decide binary vs multiclass, never a host re
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ember.errors import ShapeError
@@ -115,6 +117,19 @@ class AUC(Metric):
         n_pos = positive.sum().double()
         n_neg = positive.numel() - n_pos
         return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+    def state_vector(self) -> torch.Tensor | None:
+        """None: scores are gathered, not summed."""
+        return None
+
+    def synchronize(self, gather: Any) -> AUC:
+        """A copy holding the scores and targets of every process."""
+        state = self.state_dict()
+        parts = gather({k: v.cpu() for k, v in state.items()})
+        other = AUC(self.name)
+        other._device = self._device
+        other.load_state_dict({k: torch.cat([p[k] for p in parts]) for k in state})
+        return other
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """The stored scores and targets."""

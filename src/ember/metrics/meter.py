@@ -8,6 +8,8 @@ batch where the loss first became NaN or infinite. The epoch loss is the exact s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ember.metrics.base import Metric, _acc_dtype
@@ -34,8 +36,6 @@ class Meter:
 
     def __init__(self, metrics: list[Metric], device: torch.device, capacity: int | None = None) -> None:
         self.metrics = [m.to(device) for m in metrics]
-        self._device_metrics = [m for m in self.metrics if not m.host_sync]
-        self._host_metrics = [m for m in self.metrics if m.host_sync]
         self.device = device
         self._dtype = _acc_dtype(device)
         self._losses = torch.zeros(capacity or _INITIAL_CAPACITY, dtype=self._dtype, device=device)
@@ -73,14 +73,43 @@ class Meter:
         sizes = torch.tensor(self._sizes, dtype=self._dtype).to(self.device, non_blocking=True)
         return (self._losses[:k] * sizes).sum()
 
-    def read(self, prefix: str = "") -> dict[str, float]:
-        """Loss and metric values so far, as floats (one device-to-host copy for device metrics)."""
-        total = self.samples
-        values = [self._loss_sum() / max(total, 1)]
-        values += [m.compute().to(self.device, self._dtype) for m in self._device_metrics]
+    def _global(self, reduce: Any, gather: Any) -> tuple[torch.Tensor, int, list[Metric]]:
+        """Loss sum, sample count and metrics summed over processes, with one all_reduce."""
+        vectors = [
+            torch.stack(
+                [self._loss_sum(), torch.tensor(float(self.samples), dtype=self._dtype, device=self.device)]
+            )
+        ]
+        vectors += [
+            v.to(self.device, self._dtype) for m in self.metrics if (v := m.state_vector()) is not None
+        ]
+        summed = reduce(torch.cat(vectors))
+        metrics, at = [], 2
+        for metric in self.metrics:
+            vector = metric.state_vector()
+            if vector is None:
+                metrics.append(metric.synchronize(gather))
+            else:
+                metrics.append(metric.with_state_vector(summed[at : at + len(vector)].to(vector.device)))
+                at += len(vector)
+        return summed[0], round(float(summed[1])), metrics
+
+    def read(self, prefix: str = "", reduce: Any = None, gather: Any = None) -> dict[str, float]:
+        """Loss and metric values so far, as floats (one device-to-host copy for device metrics).
+
+        With ``reduce`` (a cross-process sum) and ``gather``, the values cover every process.
+        """
+        if reduce is None:
+            loss_sum, total, metrics = self._loss_sum(), self.samples, self.metrics
+        else:
+            loss_sum, total, metrics = self._global(reduce, gather)
+        device_metrics = [m for m in metrics if not m.host_sync]
+        host_metrics = [m for m in metrics if m.host_sync]
+        values = [loss_sum / max(total, 1)]
+        values += [m.compute().to(self.device, self._dtype) for m in device_metrics]
         host = torch.stack(values).tolist()
-        computed = dict(zip((m.name for m in self._device_metrics), host[1:], strict=True))
-        computed.update({m.name: float(m.compute()) for m in self._host_metrics})
+        computed = dict(zip((m.name for m in device_metrics), host[1:], strict=True))
+        computed.update({m.name: float(m.compute()) for m in host_metrics})
         logs = {prefix + "loss": host[0] if total else float("nan")}
         logs.update({prefix + m.name: computed[m.name] for m in self.metrics})
         return logs

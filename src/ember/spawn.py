@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ember.errors import EmberError
@@ -43,11 +44,9 @@ def _worker(rank: int, fn: Callable[..., Any], nprocs: int, port: int, args: tup
         raise LaunchError(
             f"rank {rank} of {nprocs} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         ) from None
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_initialized():  # leave together: a process that tears down gloo early aborts its peers
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def launch(fn: Callable[..., Any], nprocs: int = 2, *args: Any) -> None:

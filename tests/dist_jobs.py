@@ -1,0 +1,95 @@
+"""Jobs that tests/test_distributed.py runs in several processes (module level, so spawn can import them)."""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.callbacks import Callback, CSVLogger, ModelCheckpoint
+
+
+def data(n=45, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 5, generator=g) + nn.functional.one_hot(y, 5).float()
+    return x, y
+
+
+def model(dropout=0.0):
+    ember.seed_everything(0)
+    net = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Dropout(dropout), nn.Linear(12, 3))
+    return ember.Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        device="cpu",
+    )
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def dump(out, name, model, history):
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    ember.save_weights(model.net, folder / f"{name}-rank{rank()}.safetensors")
+    history.drop(columns=["seconds"]).to_json(folder / f"{name}-rank{rank()}.json")
+
+
+def fit_job(out, n, batch, val_n=21, name="fit", dropout=0.0, loader=False):
+    m = model(dropout)
+    x, y = data(n)
+    vx, vy = data(val_n, seed=1)
+    train = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True) if loader else (x, y)
+    history = m.fit(
+        train,
+        epochs=3,
+        batch_size=None if loader else batch,
+        validation_data=(vx, vy),
+        verbose=0,
+        callbacks=[CSVLogger(Path(out) / f"{name}.csv")],
+    )
+    dump(out, name, m, history)
+    predictions = m.predict(vx, batch_size=4)
+    torch.save(predictions, Path(out) / f"{name}-predict-rank{rank()}.pt")
+    (Path(out) / f"{name}-evaluate-rank{rank()}.json").write_text(
+        json.dumps(m.evaluate((vx, vy), batch_size=4))
+    )
+
+
+class StopAt(Callback):
+    order = 200
+
+    def __init__(self, step, only_rank=None):
+        self.step, self.only_rank = step, only_rank
+
+    def on_train_batch_end(self, state):
+        if state.step == self.step and self.only_rank in (None, rank()):
+            raise RuntimeError(f"boom at step {state.step}")
+
+
+def resume_job(out, phase, stop_at=4, crash_rank=None):
+    m = model(dropout=0.3)
+    x, y = data(45)
+    checkpoint = ModelCheckpoint(Path(out) / "ck", every_n_steps=1, keep_last=1)
+    callbacks = [checkpoint] + ([StopAt(stop_at, crash_rank)] if phase == "first" else [])
+    resume = "latest" if phase == "second" else None
+    history = m.fit(
+        DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True),
+        epochs=3,
+        verbose=0,
+        callbacks=callbacks,
+        resume=resume,
+    )
+    dump(out, phase, m, history)
+
+
+def raising_job(out):
+    m = model()
+    x, y = data(45)
+    m.fit((x, y), epochs=3, batch_size=4, verbose=0, callbacks=[StopAt(3, only_rank=1)])
