@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,11 @@ def _worker(rank: int, fn: Callable[..., Any], nprocs: int, port: int, args: tup
     if dist.is_initialized():  # leave together: a process that tears down gloo early aborts its peers
         dist.barrier()
         dist.destroy_process_group()
+    # gloo's background threads can abort interpreter teardown ("terminate called without an active
+    # exception") after the work is done; a finished worker therefore exits directly.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(fn: Callable[..., Any], nprocs: int = 2, *args: Any) -> None:
