@@ -21,6 +21,7 @@ LAYERS = {
     "checks": 2,
     "resume": 3,
     "options": 3,
+    "lr_finder": 3,
     "loop": 3,
     "callbacks": 3,
     "model": 4,

@@ -22,6 +22,7 @@ from ember.data.order import Shard
 from ember.errors import ConfigError, DataError
 from ember.interrupts import trap_signals
 from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
+from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
 from ember.options import batch_size_of, check_optimizer, configure_accuracy, length_of, make_scheduler
 from ember.resume import load_training, resolve_resume, save_training
@@ -180,6 +181,19 @@ class Model:
         finally:
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
+
+    def find_lr(
+        self,
+        data: Any,
+        start: float = 1e-7,
+        end: float = 10.0,
+        steps: int = 100,
+        batch_size: int | None = None,
+    ) -> LRFinderResult:
+        """The learning-rate range test: ``.lrs``, ``.losses`` (smoothed), ``.suggestion`` (steepest
+        descent) and ``.plot(path)``; the model and optimizer are exactly as before afterwards."""
+        self._runtime()
+        return find_lr(self, data, start, end, steps, batch_size)
 
     def save(self, path: str | Path) -> Path:
         """Write the full training state (weights, optimizer, scheduler, scaler, counters, history,

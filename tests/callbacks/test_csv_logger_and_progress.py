@@ -63,3 +63,53 @@ def test_verbose_zero_prints_nothing(capsys):
     _model().fit(DATA, epochs=1, verbose=0)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_csv_logger_drops_rows_written_after_the_resumed_epoch(tmp_path):
+    from ember.callbacks import ModelCheckpoint
+
+    path = tmp_path / "h.csv"
+    model = _model()
+    model.fit(
+        DATA,
+        epochs=2,
+        verbose=0,
+        callbacks=[CSVLogger(path), ModelCheckpoint(tmp_path / "ck", keep_last=None)],
+    )
+    model.fit(DATA, epochs=1, verbose=0, callbacks=[CSVLogger(path)])  # epoch 3, then "crash"
+    resumed = _model()
+    resumed.fit(
+        DATA,
+        epochs=2,
+        verbose=0,
+        callbacks=[CSVLogger(path)],
+        resume=tmp_path / "ck" / "epoch0001-step000000002",
+    )
+    rows = list(csv.DictReader(path.open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # epoch 1 kept, epoch 2 rewritten, stale 3 gone
+    assert float(rows[1]["loss"]) == resumed.history["loss"].iloc[1]
+
+
+def test_tensorboard_logger_writes_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ember.callbacks import TensorBoardLogger
+
+    _model().fit(DATA, epochs=3, verbose=0, callbacks=[TensorBoardLogger(tmp_path / "tb")])
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"loss", "accuracy", "lr", "seconds"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+
+
+def test_tensorboard_missing_is_explained(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+
+    from ember.callbacks import TensorBoardLogger
+    from ember.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ConfigError, match=r"pip install 'ember\[tensorboard\]'"):
+        _model().fit(DATA, epochs=1, verbose=0, callbacks=[TensorBoardLogger(tmp_path / "tb")])

@@ -7,6 +7,7 @@ from ember.callbacks.history import History, HistoryRecorder
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.monitor import Monitor
 from ember.callbacks.progress import ProgressBar
+from ember.callbacks.tensorboard import TensorBoardLogger
 
 __all__ = [
     "CSVLogger",
@@ -18,4 +19,5 @@ __all__ = [
     "ModelCheckpoint",
     "Monitor",
     "ProgressBar",
+    "TensorBoardLogger",
 ]

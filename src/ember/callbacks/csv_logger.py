@@ -16,13 +16,15 @@ class CSVLogger(Callback):
 
     Args:
         path: the CSV file (parent folders are created).
-        append: keep existing rows (resumed runs); otherwise the file is started afresh at fit start.
+        append: None (default): keep the rows of epochs already trained when fit continues or resumes
+            (rows of later epochs, written before an interruption, are dropped), start afresh otherwise;
+            True: always keep every existing row; False: always start afresh.
 
     Example:
         >>> logger = CSVLogger("logs/history.csv")
     """
 
-    def __init__(self, path: str | Path, append: bool = False) -> None:
+    def __init__(self, path: str | Path, append: bool | None = None) -> None:
         self.path = Path(path)
         self.append = append
         self._columns: list[str] | None = None
@@ -32,12 +34,20 @@ class CSVLogger(Callback):
         if not state.model.is_main:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.append and self.path.exists() and self.path.stat().st_size:
+        keep = self.append if self.append is not None else state.epochs_done > 0
+        rows: list[dict[str, str]] = []
+        if keep and self.path.exists() and self.path.stat().st_size:
             with self.path.open(newline="") as handle:
-                self._columns = next(csv.reader(handle), None)
+                reader = csv.DictReader(handle)
+                self._columns = list(reader.fieldnames or []) or None
+                rows = [r for r in reader if self.append or int(r["epoch"]) <= state.epochs_done]
         else:
-            self.path.write_text("")
             self._columns = None
+        with self.path.open("w", newline="") as handle:
+            if self._columns:
+                writer = csv.DictWriter(handle, fieldnames=self._columns)
+                writer.writeheader()
+                writer.writerows(rows)
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Append this epoch's row (the header first)."""
