@@ -52,8 +52,9 @@ class CnnModel(nn.Module):
         return x
 
 
-def digits_image_folder(root: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
+def digits_image_folder(root: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
     """Write scikit-learn's 1797 8x8 digits as 32x32 RGB PNGs in ``root/{train,test}/<digit>/``."""
+    root = Path(root)
     from PIL import Image
 
     try:
