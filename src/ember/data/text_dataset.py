@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,19 @@ def _read_lines(path: Path, content: str, on_bad_lines: str) -> tuple[list[int],
     if not labels:
         raise DataError(f"{path} has no usable lines")
     return labels, texts, bad
+
+
+def _token_rows(source: Path, texts: list[str], max_len: int) -> np.ndarray:
+    """Rows of pre-tokenised ids (space-separated integers), packed to ``max_len``."""
+    rows = []
+    for number, text in enumerate(texts, 1):
+        try:
+            rows.append(np.array(text.split(), dtype=np.int32))
+        except ValueError as exc:
+            raise DataError(f"{source}: sample {number}: ids must be integers ({exc})") from exc
+    lengths = np.array([len(r) for r in rows])
+    flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    return pack(flat, lengths, max_len)
 
 
 def _key(raw: bytes, settings: dict) -> str:
@@ -118,19 +132,23 @@ class TextClassificationDataset(Dataset):
         on_bad_lines: str = "error",
         cache_dir: str | Path | None = None,
         label_dtype: torch.dtype = torch.float32,
+        tokenized: bool = False,
     ) -> TextClassificationDataset:
-        """Read ``label<TAB>text`` lines, building a vocabulary (``max_words``) unless one is given."""
+        """Read ``label<TAB>text`` lines, building a vocabulary (``max_words``) unless one is given;
+        ``tokenized=True`` reads ``label<TAB>id id id ...`` lines instead (no vocabulary)."""
         source = Path(path)
         settings = {
-            "kind": "text",
+            "kind": "tokens" if tokenized else "text",
             "max_len": max_len,
             "max_words": max_words,
-            "vocab": vocab.digest() if vocab else None,
+            "vocab": vocab.digest() if vocab and not tokenized else None,
             "on_bad_lines": on_bad_lines,
         }
 
         def build(content: str) -> tuple[np.ndarray, list[int], list[str], int]:
             labels, texts, bad = _read_lines(source, content, on_bad_lines)
+            if tokenized:
+                return _token_rows(source, texts, max_len), labels, [], bad
             tokens = tokenize(texts)
             built = vocab or Vocabulary.from_tokens(tokens, max_words=max_words)
             return pack(ids_of(tokens, built), tokens.lengths, max_len), labels, built.words, bad
@@ -139,30 +157,11 @@ class TextClassificationDataset(Dataset):
 
     @classmethod
     def from_token_tsv(
-        cls,
-        path: str | Path,
-        max_len: int = 200,
-        on_bad_lines: str = "error",
-        cache_dir: str | Path | None = None,
-        label_dtype: torch.dtype = torch.float32,
+        cls, path: str | Path, max_len: int = 200, **options: Any
     ) -> TextClassificationDataset:
-        """Read already tokenised ``label<TAB>id id id ...`` lines (e.g. ../shared/data/imdb)."""
-        source = Path(path)
-        settings = {"kind": "tokens", "max_len": max_len, "on_bad_lines": on_bad_lines}
-
-        def build(content: str) -> tuple[np.ndarray, list[int], list[str], int]:
-            labels, texts, bad = _read_lines(source, content, on_bad_lines)
-            rows = []
-            for number, text in enumerate(texts, 1):
-                try:
-                    rows.append(np.array(text.split(), dtype=np.int32))
-                except ValueError as exc:
-                    raise DataError(f"{source}: sample {number}: ids must be integers ({exc})") from exc
-            lengths = np.array([len(r) for r in rows])
-            flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-            return pack(flat, lengths, max_len), labels, [], bad
-
-        return cls._cached(source, settings, build, cache_dir, label_dtype)
+        """Read already tokenised ``label<TAB>id id id ...`` lines (e.g. ../shared/data/imdb); the
+        options are those of :meth:`from_tsv` (``on_bad_lines``, ``cache_dir``, ``label_dtype``)."""
+        return cls.from_tsv(path, max_len=max_len, tokenized=True, **options)
 
     @classmethod
     def _cached(
