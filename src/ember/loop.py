@@ -116,10 +116,10 @@ def run_train_epoch(
                 cbs.call("on_refresh", state)
                 next_refresh = clock() + refresh_every
     except Exception as exc:
+        where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
         _note(
             exc,
-            f"(ember: during epoch {state.epoch}, step {state.step + 1}, "
-            f"batch {state.batch + 1} of the epoch)",
+            f"(ember: during epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch{where})",
         )
         raise
     if meter.batches == 0 and sync is None:
