@@ -117,10 +117,8 @@ def run_train_epoch(
                 next_refresh = clock() + refresh_every
     except Exception as exc:
         where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
-        _note(
-            exc,
-            f"(ember: during epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch{where})",
-        )
+        position = f"epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch"
+        _note(exc, f"(ember: during {position}{where})")
         raise
     if meter.batches == 0 and sync is None:
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
