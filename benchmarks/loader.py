@@ -28,7 +28,7 @@ def epoch(batches) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     torch.set_num_threads(1)
     x, y = torch.randn(N, FEATURES), torch.randint(0, 10, (N,))

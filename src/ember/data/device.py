@@ -147,11 +147,23 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self._order()
-        for b in range(self.position, len(self)):
-            self.position = b + 1
-            yield self.batch(b, order)
+        if order is not None and self.shard.world == 1 and not self.augment and not self._scaled:
+            yield from self._plain(order)  # the common case, with as little per-batch work as possible
+        else:
+            for b in range(self.position, len(self)):
+                self.position = b + 1
+                yield self.batch(b, order)
         self.position = 0
         self.epoch += 1
+
+    def _plain(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Shuffled batches without shards, augmentation or scaling: one gather per tensor."""
+        tensors, select = self.tensors, torch.index_select
+        chunks = order.split(self.batch_size)[: len(self)]
+        for b in range(self.position, len(chunks)):
+            self.position = b + 1
+            index = chunks[b]
+            yield tuple([select(t, 0, index) for t in tensors])
 
     def state_dict(self) -> dict[str, int]:
         """Seed, epoch and the next batch's position."""
