@@ -59,3 +59,13 @@ def test_set_epoch_reaches_sampler():
     sampler = Sampler()
     set_epoch(DataLoader(TensorDataset(torch.zeros(2)), sampler=sampler), 5)
     assert sampler.epoch == 5
+
+
+def test_a_seeded_dataloader_keeps_its_order_when_rebuilt():
+    data = TensorDataset(torch.arange(20))
+
+    def order(seed):
+        loader = DataLoader(data, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return torch.cat([b[0] for b in as_batches(loader)]).tolist()
+
+    assert order(3) == order(3) and order(3) != order(4)

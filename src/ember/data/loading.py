@@ -173,6 +173,9 @@ def rebuild(dl: DataLoader, seed: int | None = None) -> DataLoader | None:
         shuffle = False
     else:
         return None
+    if seed is None:  # a generator the user seeded keeps deciding the order
+        generator = getattr(sampler, "generator", None) or dl.generator
+        seed = generator.initial_seed() if generator is not None else None
     options: dict[str, Any] = {"worker_init_fn": dl.worker_init_fn, "timeout": dl.timeout}
     if dl.collate_fn is not default_collate:
         options["collate_fn"] = dl.collate_fn
