@@ -7,6 +7,7 @@ custom batches.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,24 @@ import torch
 from torch import nn
 
 from ember import checks
-from ember._tree import to_device
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
-from ember.errors import ConfigError, DataError
+from ember.errors import ConfigError
 from ember.interrupts import trap_signals
 from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
 from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
-from ember.options import batch_size_of, check_optimizer, configure_accuracy, length_of, make_scheduler
+from ember.options import (
+    batch_size_of,
+    check_optimizer,
+    configure_accuracy,
+    default_optimizer,
+    length_of,
+    make_scheduler,
+    prepare_net,
+    split_batch,
+)
 from ember.resume import load_training, resolve_resume, save_training
 from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
@@ -56,6 +65,8 @@ class Model:
         self._check_next_batch = True
         self._train_net: nn.Module = net
         self.loss_scale = 1.0  # set per batch by the loop when processes share a batch
+        self._channels_last = self._jit = self._compile_pending = False
+        self.compile_seconds = 0.0
 
     # -- set-up ------------------------------------------------------------------------------
     def compile(
@@ -68,6 +79,8 @@ class Model:
         grad_clip: float | None = None,
         precision: str = "32",
         device: str | torch.device | None = None,
+        channels_last: bool = False,
+        jit: bool = False,
     ) -> Model:
         """Choose loss, optimizer, metrics, schedule, precision and device; returns self.
 
@@ -82,16 +95,19 @@ class Model:
             grad_clip: clip the gradient norm to this value.
             precision: "32", "bf16" or "16" (float16 with gradient scaling).
             device: None -> cuda when available, else cpu.
+            channels_last: keep the net and 4-d input batches in channels-last memory format.
+            jit: run training steps through ``torch.compile``; the compilation happens in the first
+                step and its time is logged in the ``compile_seconds`` column of that epoch.
         """
         if not callable(loss):
             raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
         if scheduler_interval not in _SCHEDULER_INTERVALS:
             raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.runtime = create_runtime(device, precision)
-        self.net = self.net.to(self.runtime.device)
-        self._train_net = self.runtime.wrap_model(self.net)  # DDP under torchrun, else the net
+        self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
+        self._channels_last, self._jit, self._compile_pending = channels_last, jit, jit
         self.loss = loss
-        self.optimizer = optimizer or torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.optimizer = optimizer or default_optimizer(self.net, self.runtime.device)
         check_optimizer(self.optimizer, self.net)
         self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
@@ -236,19 +252,10 @@ class Model:
     # -- steps (override for custom batches) -------------------------------------------------
     def unpack(self, batch: Any) -> tuple[Any, Any]:
         """``(inputs, target)`` of a batch, on the model's device; target is None when absent."""
-        device = self.device
-        if isinstance(batch, torch.Tensor):
-            return batch.to(device, non_blocking=True), None
-        if isinstance(batch, (list, tuple)) and batch and not hasattr(batch, "_fields"):
-            if len(batch) == 1:
-                return to_device(batch[0], device), None
-            if len(batch) == 2:
-                return to_device(batch[0], device), to_device(batch[1], device)
-            return to_device(tuple(batch[:-1]), device), to_device(batch[-1], device)
-        raise DataError(
-            f"a batch of type {type(batch).__name__} is not (inputs, target); "
-            "override Model.train_step / eval_step / predict_step for custom batches"
-        )
+        inputs, target = split_batch(batch, self.device)
+        if self._channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, target
 
     def forward(self, inputs: Any) -> Any:
         """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords.
@@ -294,6 +301,11 @@ class Model:
 
     def train_step(self, batch: Any) -> StepOutput:
         """One optimisation step on ``batch``; returns what the meter records."""
+        if self._compile_pending:  # the first step under jit compiles: time it separately
+            self._compile_pending, started = False, time.perf_counter()
+            out = self.train_step(batch)
+            self.compile_seconds = time.perf_counter() - started
+            return out
         inputs, target = self.unpack(batch)
         with self.runtime.autocast():  # type: ignore[union-attr]
             preds = self.forward(inputs)
@@ -318,6 +330,8 @@ class Model:
     def end_epoch(self, logs: dict[str, float]) -> float:
         """Step an epoch scheduler; returns the learning rate the epoch used."""
         lr = float(self.optimizer.param_groups[0]["lr"])
+        if self._jit:
+            logs["compile_seconds"], self.compile_seconds = self.compile_seconds, 0.0
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(logs.get("val_loss", logs["loss"]))

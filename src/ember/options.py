@@ -10,11 +10,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember._tree import first_tensor
-from ember.errors import ConfigError
+from ember._tree import first_tensor, to_device
+from ember.errors import ConfigError, DataError
 from ember.metrics import Accuracy, Metric
 
-__all__ = ["batch_size_of", "check_optimizer", "configure_accuracy", "length_of", "make_scheduler"]
+__all__ = [
+    "batch_size_of",
+    "check_optimizer",
+    "configure_accuracy",
+    "default_optimizer",
+    "length_of",
+    "make_scheduler",
+    "prepare_net",
+    "split_batch",
+]
+
+
+def prepare_net(net: nn.Module, runtime: Any, channels_last: bool, jit: bool) -> tuple[nn.Module, nn.Module]:
+    """``(net, train_net)``: the net on the runtime's device (channels-last when asked), and the
+    module training steps call: DDP-wrapped under torchrun, ``torch.compile``d with ``jit``."""
+    net = net.to(runtime.device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    train_net = runtime.wrap_model(net)
+    return net, torch.compile(train_net) if jit else train_net
+
+
+def split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
+    """``(inputs, target)`` of a batch moved to ``device``: a tensor is inputs only, ``(x,)`` too,
+    ``(x, y)`` is inputs and target, longer sequences are ``(*inputs, target)``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True), None
+    if isinstance(batch, (list, tuple)) and batch and not hasattr(batch, "_fields"):
+        if len(batch) == 1:
+            return to_device(batch[0], device), None
+        if len(batch) == 2:
+            return to_device(batch[0], device), to_device(batch[1], device)
+        return to_device(tuple(batch[:-1]), device), to_device(batch[-1], device)
+    raise DataError(
+        f"a batch of type {type(batch).__name__} is not (inputs, target); "
+        "override Model.train_step / eval_step / predict_step for custom batches"
+    )
+
+
+def default_optimizer(net: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """Adam(lr=1e-3), fused into one kernel per step on CUDA."""
+    return torch.optim.Adam(net.parameters(), lr=1e-3, fused=device.type == "cuda" or None)
 
 
 def length_of(batches: Any) -> int | None:
