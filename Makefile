@@ -29,6 +29,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/loader.py
+	$(PY) benchmarks/text_pipeline.py
+	$(PY) benchmarks/ddp_cpu.py
 
 clean:
 	rm -rf demo-output .pytest_cache build *.egg-info src/*.egg-info
