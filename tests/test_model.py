@@ -78,7 +78,11 @@ def test_evaluate_and_predict(blobs):
     preds = model.predict(x, batch_size=50)
     assert preds.shape == (300, 3) and preds.device.type == "cpu"
     assert torch.allclose(preds, model.net(x).detach())
-    assert not model.net.training or model.net.training  # mode restored, whatever it was
+    assert model.net.training  # predict and evaluate put the mode back (fit left it training)
+    model.net.eval()
+    model.predict(x[:4])
+    model.evaluate((x[:4], y[:4]))
+    assert not model.net.training
 
 
 def test_accepts_dataloader_dataset_numpy_and_pandas(blobs):

@@ -152,3 +152,14 @@ def test_checkpoints_are_listed_by_step(tmp_path):
     for step in (30, 10, 20):
         write_checkpoint(tmp_path / f"s{step}", {"a": b"1"}, info={"step": step})
     assert [p.name for p in list_checkpoints(tmp_path)] == ["s10", "s20", "s30"]
+
+
+def test_listing_without_verification_checks_sizes_only(tmp_path):
+    path = _save(tmp_path / "ck", 5, 5)
+    data = bytearray((path / "state.json").read_bytes())
+    data[0] ^= 1  # same size, altered content
+    (path / "state.json").write_bytes(bytes(data))
+    assert list_checkpoints(tmp_path, verify=False) == [path]
+    assert list_checkpoints(tmp_path) == []
+    (path / "state.json").write_bytes(bytes(data[:-1]))
+    assert list_checkpoints(tmp_path, verify=False) == []

@@ -75,7 +75,9 @@ class ModelCheckpoint(Callback):
         )
 
     def _rotating(self) -> list[Path]:
-        return [p for p in list_checkpoints(self.dirpath) if p.name != "best"]
+        # sizes only: this runs at every save, and hashing every kept checkpoint each time would cost
+        # a full read of them; resuming verifies hashes (resolve_resume, then loading)
+        return [p for p in list_checkpoints(self.dirpath, verify=False) if p.name != "best"]
 
     def _save(self, state: TrainState) -> None:
         state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")  # collective

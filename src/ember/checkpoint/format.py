@@ -198,8 +198,17 @@ def read_checkpoint(path: str | Path, names: list[str] | None = None) -> dict[st
     return out
 
 
-def is_complete(path: str | Path) -> bool:
-    """True when ``path`` is a checkpoint whose files all match the manifest."""
+def is_complete(path: str | Path, verify: bool = True) -> bool:
+    """True when ``path`` is a checkpoint whose files all match the manifest (``verify=False``:
+    their sizes only, without reading them)."""
+    if not verify:
+        manifest = _manifest_or_none(Path(path))
+        if manifest is None:
+            return False
+        files = manifest["files"].items()
+        return all(
+            (Path(path) / n).is_file() and (Path(path) / n).stat().st_size == e["size"] for n, e in files
+        )
     try:
         read_checkpoint(path)
     except CheckpointError:
@@ -207,8 +216,12 @@ def is_complete(path: str | Path) -> bool:
     return True
 
 
-def list_checkpoints(dirpath: str | Path) -> list[Path]:
-    """The complete checkpoints directly inside ``dirpath``, oldest first (by step, then time)."""
+def list_checkpoints(dirpath: str | Path, verify: bool = True) -> list[Path]:
+    """The complete checkpoints directly inside ``dirpath``, oldest first (by step, then time).
+
+    ``verify=True`` hashes every file (what resuming relies on); ``verify=False`` checks manifests and
+    file sizes only, for frequent bookkeeping such as rotation.
+    """
     folder = Path(dirpath)
     if not folder.is_dir():
         return []
@@ -217,7 +230,7 @@ def list_checkpoints(dirpath: str | Path) -> list[Path]:
         if entry.name.startswith((_TMP, _OLD)) or not entry.is_dir():
             continue
         manifest = _manifest_or_none(entry)
-        if manifest is not None and is_complete(entry):
+        if manifest is not None and is_complete(entry, verify):
             info = manifest.get("info", {})
             found.append((info.get("step", -1), manifest.get("created", 0.0), entry))
     return [entry for *_, entry in sorted(found)]

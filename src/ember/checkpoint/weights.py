@@ -59,7 +59,7 @@ def _weights_only_forced() -> Iterator[None]:
 
 def _read_pickle_file(file: Path, trust_pickle: bool) -> Any:
     if trust_pickle:
-        return torch.load(file, map_location="cpu", weights_only=False)
+        return torch.load(file, map_location="cpu", weights_only=False)  # trust_pickle=True only
     with _weights_only_forced():
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
