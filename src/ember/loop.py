@@ -28,12 +28,14 @@ DEFAULT_REFRESH_SECONDS = 1.0
 
 
 class StepOutput(NamedTuple):
-    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n."""
+    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n;
+    ``graphed``: the step was a CUDA-graph replay that already recorded its sums (see Meter.update)."""
 
     loss: torch.Tensor | None
     preds: Any
     target: Any
     size: int
+    graphed: list[dict[str, int]] | None = None
 
 
 class Steps(Protocol):

@@ -8,6 +8,7 @@ custom batches.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from ember import checks
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
+from ember.data.resident import resident_loader
 from ember.errors import ConfigError
+from ember.graphs import StepGraph
 from ember.interrupts import trap_signals
 from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
 from ember.lr_finder import LRFinderResult, find_lr
@@ -66,6 +69,7 @@ class Model:
         self._train_net: nn.Module = net
         self.loss_scale = 1.0  # set per batch by the loop when processes share a batch
         self._channels_last = self._jit = self._compile_pending = False
+        self._graphs: StepGraph | None = None
         self.compile_seconds = 0.0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ class Model:
         device: str | torch.device | None = None,
         channels_last: bool = False,
         jit: bool = False,
+        cuda_graphs: bool = False,
     ) -> Model:
         """Choose loss, optimizer, metrics, schedule, precision and device; returns self.
 
@@ -98,6 +103,11 @@ class Model:
             channels_last: keep the net and 4-d input batches in channels-last memory format.
             jit: run training steps through ``torch.compile``; the compilation happens in the first
                 step and its time is logged in the ``compile_seconds`` column of that epoch.
+            cuda_graphs: on CUDA, capture the whole training step in one CUDA graph after three
+                warm-up steps and replay it for every batch of the same shapes (batches of other
+                shapes run eagerly; a step that cannot be captured falls back to eager steps with a
+                warning). The capture time is logged in ``compile_seconds``. Elsewhere a warning
+                says the steps run eagerly.
         """
         if not callable(loss):
             raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
@@ -115,7 +125,20 @@ class Model:
         self.metrics: list[Metric] = resolve_metrics(metrics)
         configure_accuracy(self.metrics, loss)
         self.scaler = self.runtime.make_scaler()
+        self._graphs = self._step_graph(cuda_graphs)
         return self
+
+    def _step_graph(self, wanted: bool) -> StepGraph | None:
+        if not wanted:
+            return None
+        if self.device.type != "cuda":
+            warnings.warn(
+                f"ember: cuda_graphs=True needs a CUDA device, this model is on {self.device}; "
+                "training runs eagerly",
+                stacklevel=3,
+            )
+            return None
+        return StepGraph(self)
 
     @property
     def device(self) -> torch.device:
@@ -148,6 +171,8 @@ class Model:
         batch_size: int | None = None,
         shuffle: bool = True,
         resume: str | Path | None = None,
+        on_device: bool = False,
+        augment: Any = None,
     ) -> History:
         """Train for ``epochs`` more epochs; returns the History of every epoch so far.
 
@@ -164,8 +189,21 @@ class Model:
                 checkpoint) or "latest" (the newest of the ModelCheckpoint in ``callbacks``); ``epochs``
                 then counts from the start of the interrupted fit call, so rerunning the same call
                 with ``resume=`` finishes it.
+            on_device: hold the whole training and validation data on the model's device (see
+                ``ember.data.resident_loader``: tensors, arrays, TensorDatasets, image folders, cached
+                images, their Subsets and concatenations, or DataLoaders over them): batches are cut
+                there with one gather each, images stay uint8 until their batch is cut.
+            augment: with ``on_device``, batch augmentations run on the device, e.g.
+                ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
         self._runtime()
+        if on_device:
+            train_data, validation_data = self._resident(
+                train_data, validation_data, batch_size, shuffle, augment
+            )
+            batch_size = None
+        elif augment is not None:
+            raise ConfigError("augment= runs on device-resident batches: pass on_device=True as well")
         shard = self._shard()
         train = as_batches(train_data, batch_size, shuffle, "training data", shard)
         val = (
@@ -192,11 +230,25 @@ class Model:
                 if resume is None
                 else load_training(self, resolve_resume(resume, cbs.callbacks), epochs)
             )
+            if self._graphs is not None:
+                self._graphs.begin(train)
             with trap_signals(state):
                 fit_loop(self, train, val, state, cbs, meters, mid_epoch, self._sync())
         finally:
+            if self._graphs is not None:
+                self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
+
+    def _resident(
+        self, train_data: Any, validation_data: Any, batch_size: int | None, shuffle: bool, augment: Any
+    ) -> tuple[Any, Any]:
+        """Training and validation data as DeviceLoaders on the model's device."""
+        train = resident_loader(train_data, self.device, batch_size, shuffle, augment, "training data")
+        if validation_data is None:
+            return train, None
+        val = resident_loader(validation_data, self.device, batch_size, False, None, "validation data")
+        return train, val
 
     def find_lr(
         self,
@@ -282,6 +334,12 @@ class Model:
 
     def optimize(self, loss: torch.Tensor) -> None:
         """Backward, optional clipping, optimizer (and per-step scheduler) step, zero grads."""
+        self.apply_gradients(loss)
+        self.step_scheduler()
+
+    def apply_gradients(self, loss: torch.Tensor) -> None:
+        """Backward, optional clipping, optimizer step, zero grads (no host reads: CUDA graphs
+        capture this)."""
         optimizer, scaler = self.optimizer, self.scaler
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -296,6 +354,9 @@ class Model:
                 nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def step_scheduler(self) -> None:
+        """Step a per-step LR scheduler (after every optimizer step)."""
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
 
@@ -304,8 +365,14 @@ class Model:
         if self._compile_pending:  # the first step under jit compiles: time it separately
             self._compile_pending, started = False, time.perf_counter()
             out = self.train_step(batch)
-            self.compile_seconds = time.perf_counter() - started
+            self.compile_seconds += time.perf_counter() - started
             return out
+        if self._graphs is not None:
+            return self._graphs.step(batch)
+        return self.eager_train_step(batch)
+
+    def eager_train_step(self, batch: Any) -> StepOutput:
+        """One optimisation step on ``batch``, op by op."""
         inputs, target = self.unpack(batch)
         with self.runtime.autocast():  # type: ignore[union-attr]
             preds = self.forward(inputs)
@@ -330,7 +397,7 @@ class Model:
     def end_epoch(self, logs: dict[str, float]) -> float:
         """Step an epoch scheduler; returns the learning rate the epoch used."""
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self._jit:
+        if self._jit or self._graphs is not None:
             logs["compile_seconds"], self.compile_seconds = self.compile_seconds, 0.0
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -61,15 +61,16 @@ class Runtime:
         return self.rank == 0
 
     @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        with torch.autocast(self.device.type, dtype=self._autocast_dtype):
+    def _autocast(self, cache: bool) -> Iterator[None]:
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype, cache_enabled=cache):
             yield
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The context the forward pass and loss run under (a no-op for "32")."""
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """The context the forward pass and loss run under (a no-op for "32"). ``cache=False`` for a
+        step captured in a CUDA graph (cached casts of the weights would go stale in replays)."""
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
-        return self._autocast()
+        return self._autocast(cache)
 
     def make_scaler(self) -> torch.amp.GradScaler | None:
         """A gradient scaler for "16" precision, else None."""

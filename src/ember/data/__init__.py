@@ -9,6 +9,7 @@ from ember.data.adapt import as_batches
 from ember.data.device import DeviceLoader, random_crop, random_flip
 from ember.data.images import CachedImages, cache_images, image_folder
 from ember.data.loading import loader, split
+from ember.data.resident import resident_loader
 from ember.data.tabular import from_arrays, to_tensor
 from ember.data.text import Vocabulary, clean, encode
 from ember.data.text_dataset import TextClassificationDataset
@@ -27,6 +28,7 @@ __all__ = [
     "loader",
     "random_crop",
     "random_flip",
+    "resident_loader",
     "split",
     "to_tensor",
     "transforms",

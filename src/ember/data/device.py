@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 
 from ember.data.order import Shard, epoch_generator
 from ember.errors import DataError
 
-__all__ = ["DeviceLoader", "random_crop", "random_flip"]
+__all__ = ["DeviceLoader", "LazyBatch", "random_crop", "random_flip"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -47,6 +48,19 @@ def random_crop(padding: int = 4) -> Augment:
         return cropped_rows.gather(3, cols.expand(-1, images.shape[1], height, -1))
 
     return apply
+
+
+class LazyBatch(NamedTuple):
+    """Batch ``b`` of a DeviceLoader's current epoch before it is cut: the samples ``index`` (a
+    device tensor). ``materialize()`` cuts it; a CUDA-graph step cuts it inside its graph instead."""
+
+    loader: DeviceLoader
+    b: int
+    index: torch.Tensor
+
+    def materialize(self) -> tuple[torch.Tensor, ...]:
+        """The batch, exactly as the loader would have yielded it."""
+        return self.loader.cut(self.index, self.loader.batch_generator(self.b))
 
 
 class DeviceLoader:
@@ -94,6 +108,7 @@ class DeviceLoader:
         self.epoch = 0
         self.position = 0  # the next batch of the current epoch
         self.shard = Shard()
+        self.lazy = False  # yield LazyBatch objects (set while a CUDA-graph step consumes them)
 
     @property
     def device(self) -> torch.device:
@@ -124,19 +139,18 @@ class DeviceLoader:
         generator = epoch_generator(self.seed, self.epoch, device=self.device)
         return torch.randperm(self.num_samples, generator=generator, device=self.device)
 
-    def batch(self, b: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Batch ``b`` of the current epoch (``order`` is the epoch's permutation, if shuffled)."""
-        if self.shard.world > 1:
-            order = order if order is not None else torch.arange(self.num_samples, device=self.device)
-            index = self.shard.indices(order, b, self.batch_size)[0]
-            parts = [torch.index_select(t, 0, index) for t in self.tensors]
-        elif order is None:
-            parts = [t[b * self.batch_size : (b + 1) * self.batch_size] for t in self.tensors]
-        else:
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            parts = [torch.index_select(t, 0, index) for t in self.tensors]  # cheaper than t[index]
+    def batch_generator(self, b: int) -> torch.Generator | None:
+        """The generator of batch ``b``'s augmentation in the current epoch (None without augment)."""
+        return epoch_generator(self.seed, self.epoch, b, device=self.device) if self.augment else None
+
+    def cut(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """The samples ``index`` gathered from every tensor, augmented with ``generator`` and scaled."""
+        return self._finish([torch.index_select(t, 0, index) for t in self.tensors], generator)
+
+    def _finish(
+        self, parts: list[torch.Tensor], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, ...]:
         if self.augment:
-            generator = epoch_generator(self.seed, self.epoch, b, device=self.device)
             for fn in self.augment:
                 parts[0] = fn(parts[0], generator)
         if self._scaled:
@@ -145,9 +159,21 @@ class DeviceLoader:
             ]
         return tuple(parts)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batch(self, b: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Batch ``b`` of the current epoch (``order`` is the epoch's permutation, if shuffled)."""
+        if self.shard.world > 1:
+            order = order if order is not None else torch.arange(self.num_samples, device=self.device)
+            return self.cut(self.shard.indices(order, b, self.batch_size)[0], self.batch_generator(b))
+        if order is not None:  # index_select is cheaper than t[index]
+            return self.cut(order[b * self.batch_size : (b + 1) * self.batch_size], self.batch_generator(b))
+        parts = [t[b * self.batch_size : (b + 1) * self.batch_size] for t in self.tensors]
+        return self._finish(parts, self.batch_generator(b))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | LazyBatch]:
         order = self._order()
-        if order is not None and self.shard.world == 1 and not self.augment and not self._scaled:
+        if self.lazy and self.shard.world == 1:
+            yield from self._lazy(order)
+        elif order is not None and self.shard.world == 1 and not self.augment and not self._scaled:
             yield from self._plain(order)  # the common case, with as little per-batch work as possible
         else:
             for b in range(self.position, len(self)):
@@ -155,6 +181,13 @@ class DeviceLoader:
                 yield self.batch(b, order)
         self.position = 0
         self.epoch += 1
+
+    def _lazy(self, order: torch.Tensor | None) -> Iterator[LazyBatch]:
+        order = order if order is not None else torch.arange(self.num_samples, device=self.device)
+        chunks = order.split(self.batch_size)
+        for b in range(self.position, len(self)):
+            self.position = b + 1
+            yield LazyBatch(self, b, chunks[b])
 
     def _plain(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         """Shuffled batches without shards, augmentation or scaling: one gather per tensor."""

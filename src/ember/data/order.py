@@ -10,18 +10,23 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Shard", "epoch_generator"]
+__all__ = ["Shard", "epoch_generator", "mixed_seed"]
+
+
+def mixed_seed(seed: int, epoch: int, batch: int | None = None) -> int:
+    """The seed of ``(seed, epoch)`` or ``(seed, epoch, batch)``, mixed by numpy's SeedSequence: the
+    same numbers always give the same seed, nearby numbers unrelated ones."""
+    entropy = [abs(int(seed)), int(epoch)] + ([] if batch is None else [int(batch)])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    return int(state) % (2**63 - 1)
 
 
 def epoch_generator(
     seed: int, epoch: int, batch: int | None = None, device: torch.device | str = "cpu"
 ) -> torch.Generator:
-    """A generator seeded from ``(seed, epoch)`` or ``(seed, epoch, batch)``, mixed by numpy's
-    SeedSequence: the same numbers always give the same stream, nearby numbers unrelated ones."""
-    entropy = [abs(int(seed)), int(epoch)] + ([] if batch is None else [int(batch)])
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+    """A generator seeded with :func:`mixed_seed`."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(int(state) % (2**63 - 1))
+    generator.manual_seed(mixed_seed(seed, epoch, batch))
     return generator
 
 

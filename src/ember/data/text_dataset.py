@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ember.data.cachedir import cache_folder
 from ember.data.loading import GatherDataset
 from ember.data.text import Vocabulary, ids_of, pack, tokenize
 from ember.errors import DataError
@@ -27,13 +28,6 @@ from ember.errors import DataError
 __all__ = ["TextClassificationDataset"]
 
 _BAD_LINES = ("error", "warn", "skip")
-
-
-def _cache_folder(cache_dir: str | Path | None) -> Path:
-    """``cache_dir``, else the user's cache folder (data folders are often read-only or shared)."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ember" / "text"
 
 
 def _read_lines(path: Path, content: str, on_bad_lines: str) -> tuple[list[int], list[str], int]:
@@ -169,7 +163,7 @@ class TextClassificationDataset(Dataset):
     ) -> TextClassificationDataset:
         if not source.is_file():
             raise DataError(f"text file {source} does not exist")
-        folder = _cache_folder(cache_dir)
+        folder = cache_folder("text", cache_dir)
         raw = source.read_bytes()
         stem = f"{source.stem}.{_key(raw, settings)}"
         array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"

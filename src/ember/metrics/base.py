@@ -25,9 +25,12 @@ class Metric:
     Attributes:
         name: the column name in logs and history.
         host_sync: True when ``update`` reads values on the host (plain-function metrics).
+        graph_safe: True when ``update`` only adds into the state tensors in place and its counts
+            depend on shapes alone, so it can run inside a captured CUDA graph.
     """
 
     host_sync = False
+    graph_safe = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -43,9 +46,9 @@ class Metric:
             self._tensors[key] = torch.zeros((), dtype=_acc_dtype(self._device), device=self._device)
 
     def reset(self) -> None:
-        """Zero every state entry (called at the start of each epoch)."""
-        for key, value in self._tensors.items():
-            self._tensors[key] = torch.zeros_like(value)
+        """Zero every state entry in place (called at the start of each epoch)."""
+        for value in self._tensors.values():
+            value.zero_()
         for key in self._counts:
             self._counts[key] = 0
 
@@ -100,10 +103,18 @@ class Metric:
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
         """Restore a state from :meth:`state_dict`."""
-        for key in self._tensors:
-            self._tensors[key] = torch.as_tensor(state[key]).to(self._device, _acc_dtype(self._device))
+        for key, value in self._tensors.items():  # in place: a captured CUDA graph holds these
+            value.copy_(torch.as_tensor(state[key]))
         for key in self._counts:
             self._counts[key] = int(state[key])
+
+    def counts(self) -> dict[str, int]:
+        """A copy of the host-side counts."""
+        return dict(self._counts)
+
+    def set_counts(self, counts: dict[str, int]) -> None:
+        """Replace the host-side counts (a CUDA-graph step adds each replay's counts this way)."""
+        self._counts.update(counts)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -37,6 +37,8 @@ class Accuracy(Metric):
         0.5
     """
 
+    graph_safe = True
+
     def __init__(
         self, from_logits: bool | None = None, threshold: float = 0.5, name: str = "accuracy"
     ) -> None:

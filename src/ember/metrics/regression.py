@@ -18,6 +18,8 @@ __all__ = ["MAE", "MSE", "RMSE"]
 class _ErrorSum(Metric):
     """Sum of a per-element error and the number of elements; ``compute`` is their ratio."""
 
+    graph_safe = True
+
     def __init__(self, name: str, error: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__(name)
         self._error = error

@@ -1,0 +1,278 @@
+"""Whole training steps as CUDA graphs: capture once, replay for every batch of the same shapes.
+
+After ``warmup`` eager steps (on a side stream on CUDA), :class:`StepGraph` captures one whole step:
+for DeviceLoader data the batch gather, augmentation and uint8 scaling as well, then forward, loss,
+backward, gradient clipping, the optimizer step, and the meter's loss slot and metric sums. Each later
+batch costs the host one index (or input) copy into static buffers, a reseed of the augmentation
+generator and one graph launch. A batch of other shapes (a last partial batch) runs eagerly, exactly
+as without graphs, and is reported once; a step that cannot be captured (a host read, an optimizer
+without ``capturable``) ends capturing for the fit call with a warning naming the cause, and training
+continues eagerly. Per-step LR schedulers run after each replay and fill the tensor learning rates the
+graph reads. Layer 3: uses data (lazy DeviceLoader batches), metrics (Meter), optim and the loop's
+StepOutput.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ember.data.adapt import batch_weights
+from ember.data.device import DeviceLoader, LazyBatch
+from ember.data.order import mixed_seed
+from ember.loop import StepOutput
+from ember.metrics.meter import Meter
+from ember.optim import make_graph_ready, release
+
+__all__ = ["CapturedGraph", "StepGraph"]
+
+
+class CapturedGraph:
+    """One ``torch.cuda.CUDAGraph``: ``capture(fn)`` records ``fn``'s kernels (running none of them)
+    and returns its output tensors; ``replay()`` runs the kernels again, writing those tensors."""
+
+    executes_on_capture = False
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        for generator in generators:  # their seeds are read at each replay
+            self.graph.register_generator_state(generator)
+
+    def capture(self, fn: Callable[[], Any]) -> Any:
+        """Record ``fn`` on the graph's capture stream."""
+        with torch.cuda.graph(self.graph):
+            return fn()
+
+    def replay(self) -> None:
+        """Launch the recorded kernels on the current stream."""
+        self.graph.replay()
+
+
+def _tensor_leaves(batch: Any) -> tuple[list[torch.Tensor], Any] | None:
+    leaves, spec = pytree.tree_flatten(batch)
+    return (leaves, spec) if all(isinstance(leaf, torch.Tensor) for leaf in leaves) else None
+
+
+class StepGraph:
+    """Runs ``model``'s training steps through one captured CUDA graph (see the module docstring).
+
+    Args:
+        model: the ``ember.Model`` whose steps are captured.
+        warmup: eager steps before the capture (lazy initialisations, the optimizer state).
+        make_graph: builds the graph object from the generators to register (tests pass a stand-in
+            that replays by running the step again).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        warmup: int = 3,
+        make_graph: Callable[[Sequence[torch.Generator]], Any] = CapturedGraph,
+    ) -> None:
+        self.model = model
+        self.warmup = max(1, warmup)
+        self.make_graph = make_graph
+        self.reason: str | None = None  # why this fit call trains eagerly
+        self.eager_batches = 0  # batches of other shapes run eagerly since begin
+        self._clear()
+
+    def _clear(self) -> None:
+        self._graph: Any = None
+        self._warm = 0
+        self._key: Any = None
+        self._meter: Meter | None = None
+        self._losses: torch.Tensor | None = None
+        self._static: list[torch.Tensor] = []  # input leaves, or [index] for lazy batches
+        self._generator: torch.Generator | None = None
+        self._outputs: tuple[Any, Any, Any] | None = None
+        self._counts: list[dict[str, int]] = []
+        self._size = 0
+        self._warned_shape = False
+
+    # -- one fit call ---------------------------------------------------------------------------
+    def begin(self, train: Any) -> None:
+        """Prepare a fit call: a fresh capture, graph-ready optimizer, lazy batches from a DeviceLoader
+        on the model's device. Reasons to stay eager are warned about here."""
+        self._clear()
+        self.reason, self.eager_batches = self._unsupported(train), 0
+        if self.reason is not None:
+            warnings.warn(f"ember: cuda_graphs: {self.reason}; training runs eagerly", stacklevel=3)
+            return
+        make_graph_ready(self.model.optimizer, self.model.device)
+        if isinstance(train, DeviceLoader) and train.device == self.model.device:
+            train.lazy = True
+
+    def end(self, train: Any) -> None:
+        """Undo :meth:`begin` (the graph and its memory are released)."""
+        if isinstance(train, DeviceLoader):
+            train.lazy = False
+        release(self.model.optimizer)
+        self._clear()
+
+    def _unsupported(self, train: Any) -> str | None:
+        model = self.model
+        if model.runtime.world_size > 1:
+            return f"capturing runs in one process, this run has {model.runtime.world_size}"
+        if batch_weights(train) is not None:
+            return "the training data is split across processes"
+        if model.scheduler_interval == "step" and getattr(model.scheduler, "cycle_momentum", False):
+            return "a per-step momentum schedule (cycle_momentum=True) cannot change a captured step"
+        return None
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self, batch: Any) -> StepOutput:
+        """Train on ``batch``: warm-up, capture, replay, or an eager step for other shapes."""
+        if self.reason is not None:
+            return self._eager(batch)
+        key = self._key_of(batch)
+        if key is None:
+            self._give_up("batches hold values other than tensors")
+            return self._eager(batch)
+        if self._key is None:
+            self._key = key
+        if key != self._key:
+            self._other_shape(key)
+            return self._eager(batch)
+        if self._warm < self.warmup:
+            self._warm += 1
+            return self._warmup_step(batch)
+        meter = self.model.state.train_meter
+        losses = meter.prepare_graph_slot()
+        if self._graph is None or meter is not self._meter or losses is not self._losses:
+            return self._capture_and_run(batch, meter, losses)
+        return self._replay(batch, meter)
+
+    def _key_of(self, batch: Any) -> Any:
+        if isinstance(batch, LazyBatch):
+            return ("lazy", id(batch.loader), len(batch.index))
+        found = _tensor_leaves(batch)
+        if found is None:
+            return None
+        leaves, spec = found
+        return spec, tuple((tuple(t.shape), t.dtype) for t in leaves)
+
+    def _eager(self, batch: Any) -> StepOutput:
+        return self.model.eager_train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
+
+    def _warmup_step(self, batch: Any) -> StepOutput:
+        if self.model.device.type != "cuda":
+            return self._eager(batch)
+        current, side = torch.cuda.current_stream(), torch.cuda.Stream()
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            out = self._eager(batch)
+        current.wait_stream(side)
+        for tensor in pytree.tree_leaves((out.loss, out.preds, out.target)):
+            if isinstance(tensor, torch.Tensor):
+                tensor.record_stream(current)  # made on the side stream, read on this one
+        return out
+
+    def _other_shape(self, key: Any) -> None:
+        self.eager_batches += 1
+        if not self._warned_shape:
+            self._warned_shape = True
+            warnings.warn(
+                f"ember: cuda_graphs: a batch of shapes {_shapes(key)} differs from the captured "
+                f"{_shapes(self._key)}; such batches (e.g. the last partial batch of an epoch) run "
+                "eagerly, with the same result (drop_last=True avoids them)",
+                stacklevel=4,
+            )
+
+    def _give_up(self, reason: str) -> None:
+        self.reason = reason
+        self._graph = None
+        warnings.warn(f"ember: cuda_graphs: {reason}; training continues eagerly", stacklevel=4)
+
+    # -- capture and replay ---------------------------------------------------------------------
+    def _capture_and_run(self, batch: Any, meter: Meter, losses: torch.Tensor) -> StepOutput:
+        started = time.perf_counter()
+        before = meter.graph_counts()
+        try:
+            graph, source = self._prepare(batch)
+            outputs = graph.capture(lambda: self._body(source, meter))
+            after = meter.graph_counts()
+        except Exception as exc:  # anything capture refuses: train on, eagerly
+            meter.set_graph_counts(before)
+            self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
+            self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc})")
+            return self._eager(batch)
+        meter.set_graph_counts(before)  # capturing counted nothing; each run adds the counts below
+        self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
+        self._graph, self._meter, self._losses, self._outputs = graph, meter, losses, outputs
+        self._size = _batch_size(outputs[2], self._static)
+        self.model.compile_seconds += time.perf_counter() - started
+        if graph.executes_on_capture:
+            return self._finish()
+        return self._replay(batch, meter)
+
+    def _prepare(self, batch: Any) -> tuple[Any, Callable[[], tuple[Any, Any]]]:
+        """The graph object and the function giving the step's ``(inputs, target)`` from static buffers."""
+        model = self.model
+        self._generator = None
+        if isinstance(batch, LazyBatch):
+            loader = batch.loader
+            self._static = [batch.index.clone()]
+            if loader.augment:
+                self._generator = torch.Generator(device=loader.device)
+                self._generator.manual_seed(mixed_seed(loader.seed, loader.epoch, batch.b))
+            generator = self._generator
+
+            def source() -> tuple[Any, Any]:
+                return model.unpack(loader.cut(self._static[0], generator))
+
+        else:
+            inputs, target = model.unpack(batch)
+            leaves, spec = pytree.tree_flatten((inputs, target))
+            self._static = [leaf.clone() for leaf in leaves]
+
+            def source() -> tuple[Any, Any]:
+                return pytree.tree_unflatten(self._static, spec)
+
+        model.optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates the grads
+        return self.make_graph([] if self._generator is None else [self._generator]), source
+
+    def _body(self, source: Callable[[], tuple[Any, Any]], meter: Meter) -> tuple[Any, Any, Any]:
+        """The captured step: no host reads, no Python numbers that change between batches."""
+        model = self.model
+        inputs, target = source()
+        with model.runtime.autocast(cache=False):
+            preds = model.forward(inputs)
+            loss = model.compute_loss(preds, target)
+        model.apply_gradients(loss)
+        meter.graph_update(loss, preds, target)
+        return loss, preds, target
+
+    def _replay(self, batch: Any, meter: Meter) -> StepOutput:
+        if isinstance(batch, LazyBatch):
+            self._static[0].copy_(batch.index)
+            if self._generator is not None:
+                loader = batch.loader
+                self._generator.manual_seed(mixed_seed(loader.seed, loader.epoch, batch.b))
+        else:
+            for static, leaf in zip(self._static, pytree.tree_leaves(self.model.unpack(batch)), strict=True):
+                static.copy_(leaf, non_blocking=True)
+        counts = meter.graph_counts()
+        self._graph.replay()
+        meter.set_graph_counts(counts)  # a replay repeats the device work only; counts come in _finish
+        return self._finish()
+
+    def _finish(self) -> StepOutput:
+        loss, preds, target = self._outputs  # type: ignore[misc]
+        self.model.step_scheduler()
+        return StepOutput(loss, preds, target, self._size, self._counts)
+
+
+def _batch_size(target: Any, static: list[torch.Tensor]) -> int:
+    tensor = target if isinstance(target, torch.Tensor) and target.dim() else static[0]
+    return int(tensor.shape[0])
+
+
+def _shapes(key: Any) -> str:
+    if key[0] == "lazy":
+        return f"[{key[2]} samples]"
+    return ", ".join(str(list(shape)) for shape, _ in key[1])

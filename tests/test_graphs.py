@@ -1,0 +1,187 @@
+"""StepGraph on CPU, with a stand-in graph whose replay runs the captured step function again.
+
+The stand-in reads the same static buffers, meter cursor and generator a real CUDA graph would, so
+these tests check the plumbing (static copies, lazy DeviceLoader batches, per-batch augmentation
+seeds, meter slots and counts, eager batches of other shapes, schedulers, fallback) against eager
+training, bitwise. The real capture runs in tests/gpu on a CUDA machine.
+"""
+
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.callbacks import ModelCheckpoint
+from ember.data import DeviceLoader, random_flip
+from ember.graphs import StepGraph
+
+
+class EagerGraph:
+    """Replays by calling the captured function again and writing its outputs into the first ones."""
+
+    executes_on_capture = True
+    made: ClassVar[list["EagerGraph"]] = []
+
+    def __init__(self, generators):
+        self.generators = list(generators)
+        self.replays = 0
+        EagerGraph.made.append(self)
+
+    def capture(self, fn):
+        self.fn = fn
+        self.outputs = fn()
+        return self.outputs
+
+    def replay(self):
+        self.replays += 1
+        new = pytree.tree_leaves(self.fn())
+        with torch.no_grad():
+            for static, value in zip(pytree.tree_leaves(self.outputs), new, strict=True):
+                static.copy_(value)
+
+
+class FailingGraph(EagerGraph):
+    def capture(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)
+    )
+
+
+IMAGES = torch.randint(0, 256, (70, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+LABELS = (torch.arange(70) % 2).float().unsqueeze(1)
+
+
+def _model(graph=None, scheduler=None, interval="epoch"):
+    net = _net()
+    model = ember.Model(net).compile(
+        loss=nn.BCEWithLogitsLoss(),
+        metrics=["accuracy", "auc", "mae"],
+        device="cpu",
+        scheduler=scheduler,
+        scheduler_interval=interval,
+    )
+    if graph is not None:
+        model._graphs = StepGraph(model, warmup=2, make_graph=graph)
+    return model
+
+
+def _loader():
+    return DeviceLoader(IMAGES, LABELS, batch_size=16, shuffle=True, seed=3, augment=random_flip())
+
+
+def _same_training(a, b):
+    ha, hb = a.history.drop(columns=["seconds", "compile_seconds"], errors="ignore"), b.history
+    hb = hb.drop(columns=["seconds", "compile_seconds"], errors="ignore")
+    assert ha.equals(hb), (ha, hb)
+    for (name, x), y in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    for x, y in zip(a.optimizer.state.values(), b.optimizer.state.values(), strict=True):
+        assert torch.equal(x["exp_avg"], y["exp_avg"])
+
+
+def test_graphed_device_loader_training_equals_eager_bitwise():
+    EagerGraph.made.clear()
+    eager = _model()
+    eager.fit(_loader(), epochs=2, verbose=0)
+    graphed = _model(EagerGraph)
+    with pytest.warns(UserWarning, match=r"differs from the captured \[16 samples\].*run\s+eagerly"):
+        history = graphed.fit(_loader(), epochs=2, verbose=0)
+    _same_training(eager, graphed)
+    (graph,) = EagerGraph.made
+    assert len(graph.generators) == 1  # the augmentation generator, reseeded per batch
+    # 2 epochs x 4 full batches: 2 warm-up, 1 capture (runs the step), 5 replays; 2 partial batches eager
+    assert graph.replays == 5 and graphed._graphs.eager_batches == 2
+    columns = ["epoch", "loss", "accuracy", "auc", "mae", "compile_seconds", "lr", "seconds"]
+    assert list(history.columns) == columns
+    assert history["compile_seconds"].iloc[0] > 0 and history["compile_seconds"].iloc[1] == 0
+
+
+def test_graphed_plain_batches_copy_into_static_buffers():
+    EagerGraph.made.clear()
+    data = TensorDataset(IMAGES.float() / 255, LABELS)
+
+    def loader():
+        return DataLoader(data, batch_size=14, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    eager = _model()
+    eager.fit(loader(), epochs=2, verbose=0)
+    graphed = _model(EagerGraph)
+    graphed.fit(loader(), epochs=2, verbose=0)  # 70 = 5 x 14: every batch has the captured shape
+    _same_training(eager, graphed)
+    assert EagerGraph.made[0].replays == 7 and graphed._graphs.eager_batches == 0
+
+
+def test_per_step_scheduler_changes_the_captured_learning_rate():
+    def step_lr(optimizer):
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+
+    eager = _model(scheduler=step_lr, interval="step")
+    eager.fit(_loader(), epochs=2, verbose=0)
+    graphed = _model(EagerGraph, scheduler=step_lr, interval="step")
+    with pytest.warns(UserWarning):
+        graphed.fit(_loader(), epochs=2, verbose=0)
+    _same_training(eager, graphed)
+    assert graphed.history["lr"].tolist() == [1e-3 * 0.5**2, 1e-3 * 0.5**5]
+    assert isinstance(graphed.optimizer.param_groups[0]["lr"], float)  # released after fit
+
+
+def test_momentum_cycles_keep_steps_eager():
+    def one_cycle(optimizer):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=20)
+
+    model = _model(EagerGraph, scheduler=one_cycle, interval="step")
+    with pytest.warns(UserWarning, match="cycle_momentum"):
+        model.fit(_loader(), epochs=1, verbose=0)
+    assert model._graphs.reason is not None
+
+
+def test_a_step_that_cannot_be_captured_falls_back_to_eager_steps():
+    eager = _model()
+    eager.fit(_loader(), epochs=2, verbose=0)
+    graphed = _model(FailingGraph)
+    with pytest.warns(UserWarning, match="could not be captured .*not permitted when stream is capturing"):
+        graphed.fit(_loader(), epochs=2, verbose=0)
+    _same_training(eager, graphed)
+
+
+def _checkpoints(folder, every):
+    return ModelCheckpoint(folder, every_n_steps=every, keep_last=None)
+
+
+def test_resume_in_the_middle_of_a_graphed_epoch_is_exact(tmp_path):
+    whole = _model(EagerGraph)
+    with pytest.warns(UserWarning):
+        whole.fit(_loader(), epochs=2, verbose=0, callbacks=[_checkpoints(tmp_path, 7)])
+    resumed = _model(EagerGraph)
+    with pytest.warns(UserWarning):
+        resumed.fit(_loader(), epochs=2, verbose=0, resume=tmp_path / "epoch0002-step000000007")
+    _same_training(whole, resumed)
+
+
+def test_checkpoints_written_while_graphed_hold_float_learning_rates(tmp_path):
+    model = _model(EagerGraph)
+    with pytest.warns(UserWarning):
+        model.fit(_loader(), epochs=1, verbose=0, callbacks=[_checkpoints(tmp_path, 4)])
+    states, _ = ember.checkpoint.objects.load_states(tmp_path / "epoch0001-step000000004")
+    assert states["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    plain = ember.Model(_net()).compile(loss=nn.BCEWithLogitsLoss(), device="cpu")
+    plain.load(tmp_path / "epoch0001-step000000004")
+    plain.fit((IMAGES.float() / 255, LABELS), epochs=1, verbose=0)  # an eager optimizer takes it
+    assert plain.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_cuda_graphs_without_cuda_warns_and_trains_eagerly():
+    with pytest.warns(UserWarning, match="cuda_graphs=True needs a CUDA device"):
+        model = ember.Model(_net()).compile(loss=nn.BCEWithLogitsLoss(), device="cpu", cuda_graphs=True)
+    assert model._graphs is None
+    history = model.fit((IMAGES.float() / 255, LABELS), epochs=1, verbose=0)
+    assert "compile_seconds" not in history.columns
