@@ -219,7 +219,7 @@ class StepGraph:
             self._static = [batch.index.clone()]
             if loader.augment:
                 self._generator = torch.Generator(device=loader.device)
-                self._generator.manual_seed(mixed_seed(loader.seed, loader.epoch, batch.b))
+                self._generator.manual_seed(mixed_seed(loader.seed, batch.epoch, batch.b))
             generator = self._generator
 
             def source() -> tuple[Any, Any]:
@@ -252,7 +252,7 @@ class StepGraph:
             self._static[0].copy_(batch.index)
             if self._generator is not None:
                 loader = batch.loader
-                self._generator.manual_seed(mixed_seed(loader.seed, loader.epoch, batch.b))
+                self._generator.manual_seed(mixed_seed(loader.seed, batch.epoch, batch.b))
         else:
             for static, leaf in zip(self._static, pytree.tree_leaves(self.model.unpack(batch)), strict=True):
                 static.copy_(leaf, non_blocking=True)

@@ -101,3 +101,23 @@ def test_model_fit_accepts_a_device_loader():
     model = ember.Model(mlp()).compile(loss=torch.nn.CrossEntropyLoss(), device="cpu")
     history = model.fit(DeviceLoader(x, y, batch_size=16, shuffle=True, seed=0), epochs=2, verbose=0)
     assert len(history) == 2 and model.state.step == 8
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_lazy_batches_materialize_to_the_same_batches(shuffle):
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+
+    def loader():
+        return DeviceLoader(
+            images, torch.arange(10), batch_size=4, shuffle=shuffle, seed=5, augment=random_flip()
+        )
+
+    eager, lazy = loader(), loader()
+    lazy.lazy = True
+    for epoch in range(2):
+        eager.set_epoch(epoch)
+        lazy.set_epoch(epoch)
+        pending = list(lazy)
+        assert [p.b for p in pending] == [0, 1, 2] and [len(p.index) for p in pending] == [4, 4, 2]
+        for (x, y), (lx, ly) in zip(eager, [p.materialize() for p in pending], strict=True):
+            assert torch.equal(x, lx) and torch.equal(y, ly)

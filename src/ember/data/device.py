@@ -51,16 +51,17 @@ def random_crop(padding: int = 4) -> Augment:
 
 
 class LazyBatch(NamedTuple):
-    """Batch ``b`` of a DeviceLoader's current epoch before it is cut: the samples ``index`` (a
-    device tensor). ``materialize()`` cuts it; a CUDA-graph step cuts it inside its graph instead."""
+    """Batch ``b`` of a DeviceLoader's ``epoch`` before it is cut: the samples ``index`` (a device
+    tensor). ``materialize()`` cuts it; a CUDA-graph step cuts it inside its graph instead."""
 
     loader: DeviceLoader
+    epoch: int
     b: int
     index: torch.Tensor
 
     def materialize(self) -> tuple[torch.Tensor, ...]:
         """The batch, exactly as the loader would have yielded it."""
-        return self.loader.cut(self.index, self.loader.batch_generator(self.b))
+        return self.loader.cut(self.index, self.loader.batch_generator(self.b, self.epoch))
 
 
 class DeviceLoader:
@@ -139,9 +140,12 @@ class DeviceLoader:
         generator = epoch_generator(self.seed, self.epoch, device=self.device)
         return torch.randperm(self.num_samples, generator=generator, device=self.device)
 
-    def batch_generator(self, b: int) -> torch.Generator | None:
-        """The generator of batch ``b``'s augmentation in the current epoch (None without augment)."""
-        return epoch_generator(self.seed, self.epoch, b, device=self.device) if self.augment else None
+    def batch_generator(self, b: int, epoch: int | None = None) -> torch.Generator | None:
+        """The generator of batch ``b``'s augmentation in ``epoch`` (default: the current one; None
+        without augment)."""
+        if not self.augment:
+            return None
+        return epoch_generator(self.seed, self.epoch if epoch is None else epoch, b, device=self.device)
 
     def cut(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """The samples ``index`` gathered from every tensor, augmented with ``generator`` and scaled."""
@@ -187,7 +191,7 @@ class DeviceLoader:
         chunks = order.split(self.batch_size)
         for b in range(self.position, len(self)):
             self.position = b + 1
-            yield LazyBatch(self, b, chunks[b])
+            yield LazyBatch(self, self.epoch, b, chunks[b])
 
     def _plain(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         """Shuffled batches without shards, augmentation or scaling: one gather per tensor."""

@@ -115,9 +115,10 @@ def _is_to_tensor(transform: Any) -> bool:
 
 
 def _transform_message(what: str, transform: Any) -> str:
+    shown = " ".join(repr(transform).split())
     return (
         f"{what}: fit(on_device=True) decodes the images once and cannot run the dataset's transform "
-        f"{transform!r} per sample; remove it and pass on-device augmentation instead, e.g. "
+        f"{shown} per sample; remove it and pass on-device augmentation instead, e.g. "
         "augment=[ember.data.random_flip(), ember.data.random_crop(4)] (or train without on_device)"
     )
 
