@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ember-installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench gpu-bench device-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/text_pipeline.py
 	$(PY) benchmarks/ddp_cpu.py
 
+# On a CUDA machine: the GPU tests and the GPU benchmarks (results in benchmarks/results).
+gpu-bench: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_run.sh
+
+# A copy of the benchmark data inside the repository (ignored), for machines that get only the repository.
+device-data:
+	mkdir -p .device-data
+	cp -r ../shared/data/cifar2 ../shared/data/imdb .device-data/
+
 clean:
-	rm -rf demo-output .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf demo-output .device-data .pytest_cache build *.egg-info src/*.egg-info

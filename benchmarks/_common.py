@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import platform
 import statistics
 import time
@@ -14,6 +15,11 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def data_dir() -> Path:
+    """The real datasets: ``$EMBER_DATA`` (a copy carried to another machine), else ../shared/data."""
+    return Path(os.environ.get("EMBER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 class FakeTerminal(io.StringIO):
@@ -44,9 +50,11 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def write_result(name: str, payload: dict) -> Path:
-    """Save ``payload`` with machine, torch version and date under benchmarks/results/."""
-    RESULTS.mkdir(exist_ok=True)
+def write_result(name: str, payload: dict, folder: Path | None = None) -> Path:
+    """Save ``payload`` with machine, torch version and date under ``folder`` (default
+    benchmarks/results/)."""
+    folder = RESULTS if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name()
     record = {
         "benchmark": name,
@@ -55,6 +63,6 @@ def write_result(name: str, payload: dict) -> Path:
         "device": device,
         **payload,
     }
-    path = RESULTS / f"{name}.json"
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
