@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.data import DeviceLoader, random_flip
-from ember.graphs import StepGraph
+from ember.graphs import StepGraph, _same_device
 
 
 class EagerGraph:
@@ -185,3 +185,9 @@ def test_cuda_graphs_without_cuda_warns_and_trains_eagerly():
     assert model._graphs is None
     history = model.fit((IMAGES.float() / 255, LABELS), epochs=1, verbose=0)
     assert "compile_seconds" not in history.columns
+
+
+def test_cuda_and_cuda_0_are_the_same_device():
+    assert _same_device(torch.device("cuda:0"), torch.device("cuda"))
+    assert not _same_device(torch.device("cuda:1"), torch.device("cuda:0"))
+    assert not _same_device(torch.device("cpu"), torch.device("cuda"))

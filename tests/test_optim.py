@@ -2,7 +2,7 @@
 
 import torch
 
-from ember.optim import make_graph_ready, portable_state_dict, release
+from ember.optim import GraphReady
 
 
 def _adam():
@@ -15,7 +15,7 @@ def _adam():
 
 def test_learning_rates_become_exact_tensors_that_schedulers_fill():
     optimizer = _adam()
-    make_graph_ready(optimizer, torch.device("cpu"))
+    GraphReady(optimizer, torch.device("cpu"))
     lr = optimizer.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dtype == torch.float64 and float(lr) == 0.01
     assert optimizer.param_groups[0]["capturable"] is False  # capturable only on CUDA
@@ -25,24 +25,23 @@ def test_learning_rates_become_exact_tensors_that_schedulers_fill():
     assert optimizer.param_groups[0]["lr"] is lr and float(lr) == 0.005  # filled in place
 
 
-def test_portable_state_dict_and_release_give_back_the_users_optimizer():
+def test_state_dict_and_release_give_back_the_users_optimizer():
     optimizer = _adam()
-    make_graph_ready(optimizer, torch.device("cpu"))
+    ready = GraphReady(optimizer, torch.device("cpu"))
     optimizer.param_groups[0]["capturable"] = True  # as on CUDA
-    state = portable_state_dict(optimizer)
+    state = ready.state_dict()
     assert state["param_groups"][0]["lr"] == 0.01 and state["param_groups"][0]["capturable"] is False
     assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is untouched
-    release(optimizer)
+    ready.release()
     group = optimizer.param_groups[0]
     assert group["lr"] == 0.01 and isinstance(group["lr"], float) and group["capturable"] is False
     assert next(iter(optimizer.state.values()))["step"].device.type == "cpu"
-    assert portable_state_dict(optimizer)["param_groups"][0]["lr"] == 0.01
 
 
 def test_a_tensor_learning_rate_the_user_chose_stays_a_tensor():
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([param], lr=torch.tensor(0.1))
-    make_graph_ready(optimizer, torch.device("cpu"))
-    assert isinstance(portable_state_dict(optimizer)["param_groups"][0]["lr"], torch.Tensor)
-    release(optimizer)
+    ready = GraphReady(optimizer, torch.device("cpu"))
+    assert isinstance(ready.state_dict()["param_groups"][0]["lr"], torch.Tensor)
+    ready.release()
     assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)

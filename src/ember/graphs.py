@@ -27,7 +27,7 @@ from ember.data.device import DeviceLoader, LazyBatch
 from ember.data.order import mixed_seed
 from ember.loop import StepOutput
 from ember.metrics.meter import Meter
-from ember.optim import make_graph_ready, release
+from ember.optim import GraphReady
 
 __all__ = ["CapturedGraph", "StepGraph"]
 
@@ -78,6 +78,7 @@ class StepGraph:
         self.warmup = max(1, warmup)
         self.make_graph = make_graph
         self.reason: str | None = None  # why this fit call trains eagerly
+        self.ready: GraphReady | None = None  # the optimizer's preparation, while a fit call runs
         self.eager_batches = 0  # batches of other shapes run eagerly since begin
         self._clear()
 
@@ -103,15 +104,17 @@ class StepGraph:
         if self.reason is not None:
             warnings.warn(f"ember: cuda_graphs: {self.reason}; training runs eagerly", stacklevel=3)
             return
-        make_graph_ready(self.model.optimizer, self.model.device)
-        if isinstance(train, DeviceLoader) and train.device == self.model.device:
+        self.ready = GraphReady(self.model.optimizer, self.model.device)
+        if isinstance(train, DeviceLoader) and _same_device(train.device, self.model.device):
             train.lazy = True
 
     def end(self, train: Any) -> None:
         """Undo :meth:`begin` (the graph and its memory are released)."""
         if isinstance(train, DeviceLoader):
             train.lazy = False
-        release(self.model.optimizer)
+        if self.ready is not None:
+            self.ready.release()
+            self.ready = None
         self._clear()
 
     def _unsupported(self, train: Any) -> str | None:
@@ -142,6 +145,8 @@ class StepGraph:
             self._warm += 1
             return self._warmup_step(batch)
         meter = self.model.state.train_meter
+        if meter is None:  # a step called outside fit: nothing to record into
+            return self._eager(batch)
         losses = meter.prepare_graph_slot()
         if self._graph is None or meter is not self._meter or losses is not self._losses:
             return self._capture_and_run(batch, meter, losses)
@@ -265,6 +270,11 @@ class StepGraph:
         loss, preds, target = self._outputs  # type: ignore[misc]
         self.model.step_scheduler()
         return StepOutput(loss, preds, target, self._size, self._counts)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda:0`` and ``cuda`` (the current device) count as the same."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _batch_size(target: Any, static: list[torch.Tensor]) -> int:

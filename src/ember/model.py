@@ -263,6 +263,12 @@ class Model:
         self._runtime()
         return find_lr(self, data, start, end, steps, batch_size)
 
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """The optimizer's state dict as the user built it (while CUDA graphs train, the live
+        optimizer holds tensor learning rates and ``capturable=True``); what checkpoints store."""
+        ready = None if self._graphs is None else self._graphs.ready
+        return self.optimizer.state_dict() if ready is None else ready.state_dict()
+
     def save(self, path: str | Path) -> Path:
         """Write the full training state (weights, optimizer, scheduler, scaler, counters, history,
         RNG states; mid-fit also the data position, running sums and callback states) as a

@@ -20,7 +20,6 @@ from ember.checkpoint.format import MANIFEST, list_checkpoints
 from ember.checkpoint.objects import load_states, save_states
 from ember.data.adapt import data_state, load_data_state
 from ember.errors import CheckpointError, ConfigError
-from ember.optim import portable_state_dict
 
 __all__ = ["load_training", "resolve_resume", "restore_rng_states", "rng_states", "save_training"]
 
@@ -90,7 +89,7 @@ def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[di
     for name in ("optimizer", "scheduler", "scaler"):
         obj = getattr(model, name, None)
         if obj is not None:
-            states[name] = portable_state_dict(obj) if name == "optimizer" else obj.state_dict()
+            states[name] = model.optimizer_state_dict() if name == "optimizer" else obj.state_dict()
     if in_epoch:
         states["meter"] = [p["meter"] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
