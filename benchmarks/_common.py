@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import io
 import json
@@ -66,3 +67,21 @@ def write_result(name: str, payload: dict, folder: Path | None = None) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+class GpuRun:
+    """The command line of a GPU benchmark: ``--epochs``, ``--smoke`` (CPU variants on a few samples,
+    also chosen when no CUDA device is here), ``--out`` (the JSON's folder)."""
+
+    def __init__(self, doc: str, smoke_help: str) -> None:
+        parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+        parser.add_argument("--epochs", type=int, default=5)
+        parser.add_argument("--smoke", action="store_true", help=smoke_help)
+        parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default results/)")
+        args = parser.parse_args()
+        self.smoke = args.smoke or not torch.cuda.is_available()
+        if self.smoke and not args.smoke:
+            print("no CUDA device here: running the CPU smoke variants", flush=True)
+        self.device = torch.device("cpu" if self.smoke else "cuda")
+        self.epochs = 2 if args.smoke else args.epochs
+        self.out: Path | None = args.out

@@ -25,7 +25,6 @@ Usage: ``python benchmarks/gpu_cifar2.py [--epochs 5] [--smoke] [--out DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -38,27 +37,17 @@ from torchvision import datasets
 from torchvision import transforms as tv
 
 import ember
-from _common import data_dir, write_result
+from _common import GpuRun, data_dir, write_result
 from ember.data import random_flip
+from ember.demo import CnnModel
 
 BATCH, BIG_BATCH, LR = 50, 5000, 1e-3
 
 
-def tutorial_net(logits: bool = False) -> nn.Sequential:
-    """The tutorial's CNN (sigmoid output unless ``logits``)."""
-    layers = [
-        nn.Conv2d(3, 32, kernel_size=3),
-        nn.MaxPool2d(2, 2),
-        nn.Conv2d(32, 64, kernel_size=5),
-        nn.MaxPool2d(2, 2),
-        nn.Dropout2d(p=0.1),
-        nn.AdaptiveMaxPool2d((1, 1)),
-        nn.Flatten(),
-        nn.Linear(64, 32),
-        nn.ReLU(),
-        nn.Linear(32, 1),
-    ]
-    return nn.Sequential(*layers, *([] if logits else [nn.Sigmoid()]))
+def tutorial_net(logits: bool = False) -> nn.Module:
+    """The tutorial's CNN with one output (a sigmoid after it unless ``logits``)."""
+    net = CnnModel(in_channels=3, num_classes=1)
+    return net if logits else nn.Sequential(net, nn.Sigmoid())
 
 
 def folder(root: Path, limit: int | None) -> datasets.ImageFolder | Subset:
@@ -239,17 +228,9 @@ def lightning_fit(train, device, epochs, workers) -> Run | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="variants 1-3 on the CPU, 300/100 images")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default results/)")
-    args = parser.parse_args()
+    cli = GpuRun(__doc__, "variants 1-3 on the CPU, 300/100 images")
+    smoke, device, epochs = cli.smoke, cli.device, cli.epochs
     root = data_dir() / "cifar2"
-    smoke = args.smoke or not torch.cuda.is_available()
-    if smoke and not args.smoke:
-        print("no CUDA device here: running the CPU smoke variants", flush=True)
-    device = torch.device("cpu" if smoke else "cuda")
-    epochs = 2 if args.smoke else args.epochs
     train, test = (
         folder(root / "train", 300 if smoke else None),
         folder(root / "test", 100 if smoke else None),
@@ -299,7 +280,7 @@ def main() -> None:
             f"{row['test_accuracy']:8.3f} {row['speedup_vs_tutorial']:10.2f}"
         )
     print("targets:", payload["targets"])
-    print("wrote", write_result("gpu_cifar2_smoke" if smoke else "gpu_cifar2", payload, args.out))
+    print("wrote", write_result("gpu_cifar2_smoke" if smoke else "gpu_cifar2", payload, cli.out))
 
 
 def targets(results: dict[str, dict[str, float]]) -> dict[str, object]:

@@ -20,18 +20,16 @@ Usage: ``python benchmarks/imdb_gpu.py [--epochs 5] [--smoke] [--out DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 import ember
-from _common import data_dir, write_result
+from _common import GpuRun, data_dir, write_result
 from ember.data import TextClassificationDataset
 
 BATCH, LR, PAD = 50, 1e-3, 1
@@ -117,16 +115,8 @@ def ember_fit(train, device, epochs, batch_size, graphs) -> tuple[list[float], n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="on the CPU with 1000 / 500 reviews")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (default results/)")
-    args = parser.parse_args()
-    smoke = args.smoke or not torch.cuda.is_available()
-    if smoke and not args.smoke:
-        print("no CUDA device here: running the CPU smoke variants", flush=True)
-    device = torch.device("cpu" if smoke else "cuda")
-    epochs = 2 if args.smoke else args.epochs
+    cli = GpuRun(__doc__, "on the CPU with 1000 / 500 reviews")
+    smoke, device, epochs = cli.smoke, cli.device, cli.epochs
     train, test = dataset("train", 1000 if smoke else None), dataset("test", 500 if smoke else None)
     variants: dict[str, Callable[[], tuple[list[float], nn.Module]]] = {
         "1 DataLoader loop": lambda: dataloader_loop(train, device, epochs),
@@ -136,9 +126,9 @@ def main() -> None:
     if not smoke:
         variants["4 ember 500"] = lambda: ember_fit(train, device, epochs, 500, graphs=True)
     results = {}
-    for name, run in variants.items():
+    for name, variant in variants.items():
         ember.seed_everything(0)
-        seconds, net = run()
+        seconds, net = variant()
         ms = statistics.median(seconds[1:]) * 1e3
         results[name] = {
             "ms_per_epoch": round(ms, 2),
@@ -166,7 +156,7 @@ def main() -> None:
         speedup = row["speedup_vs_dataloader"]
         print(f"{name:20s} {row['ms_per_epoch']:9.1f} {row['test_accuracy']:8.3f} {speedup:12.2f}")
     print("target:", target)
-    print("wrote", write_result("imdb_gpu_smoke" if smoke else "imdb_gpu", payload, args.out))
+    print("wrote", write_result("imdb_gpu_smoke" if smoke else "imdb_gpu", payload, cli.out))
 
 
 if __name__ == "__main__":
