@@ -191,3 +191,17 @@ def test_cuda_and_cuda_0_are_the_same_device():
     assert _same_device(torch.device("cuda:0"), torch.device("cuda"))
     assert not _same_device(torch.device("cuda:1"), torch.device("cuda:0"))
     assert not _same_device(torch.device("cpu"), torch.device("cuda"))
+
+
+class EmbeddingFailure(EagerGraph):
+    def capture(self, fn):
+        raise RuntimeError("unique_by_key: failed to synchronize: cudaErrorStreamCaptureUnsupported")
+
+
+def test_a_failed_capture_names_the_known_fix():
+    model = _model(EmbeddingFailure)
+    with pytest.warns(
+        UserWarning, match=r"nn.Embedding's backward .* weight.index_select\(0, ids\) captures"
+    ):
+        model.fit(_loader(), epochs=1, verbose=0)
+    assert "unique_by_key" in model._graphs.reason

@@ -204,7 +204,7 @@ class StepGraph:
         except Exception as exc:  # anything capture refuses: train on, eagerly
             meter.set_graph_counts(before)
             self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
-            self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc})")
+            self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc}){_hint(exc)}")
             return self._eager(batch)
         meter.set_graph_counts(before)  # capturing counted nothing; each run adds the counts below
         self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
@@ -270,6 +270,19 @@ class StepGraph:
         loss, preds, target = self._outputs  # type: ignore[misc]
         self.model.step_scheduler()
         return StepOutput(loss, preds, target, self._size, self._counts)
+
+
+def _hint(exc: Exception) -> str:
+    """What to change for the causes of failed captures that models meet most."""
+    text = str(exc)
+    if "unique_by_key" in text or "embedding" in text.lower():
+        return (
+            "; nn.Embedding's backward syncs with the host above 3072 indices per batch (PyTorch issue "
+            "82886): looking rows up with weight.index_select(0, ids) captures"
+        )
+    if "capturable" in text:
+        return "; pass an optimizer with capturable=True support (Adam, AdamW, SGD, ...)"
+    return ""
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
