@@ -18,6 +18,7 @@ import ember
 from ember.callbacks import ModelCheckpoint
 from ember.data import DeviceLoader, random_flip
 from ember.graphs import StepGraph, _same_device
+from tests.host_ops import HostOps
 
 
 class EagerGraph:
@@ -205,3 +206,39 @@ def test_a_failed_capture_names_the_known_fix():
     ):
         model.fit(_loader(), epochs=1, verbose=0)
     assert "unique_by_key" in model._graphs.reason
+
+
+class WatchedGraph(EagerGraph):
+    """Replays under a dispatch mode that records host-reading ops."""
+
+    seen: ClassVar[list[str]] = []
+
+    def replay(self):
+        with HostOps() as watch:
+            super().replay()
+        WatchedGraph.seen.extend(watch.ops)
+
+
+def test_the_captured_step_runs_no_op_that_reads_the_host():
+    """SGD here: on CPU, Adam without ``capturable`` (a CUDA option) reads its step count."""
+    WatchedGraph.seen.clear()
+    net = _net()
+    model = ember.Model(net).compile(
+        loss=nn.BCEWithLogitsLoss(),
+        metrics=["accuracy", "mae"],
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        grad_clip=1.0,
+        device="cpu",
+    )
+    model._graphs = StepGraph(model, warmup=2, make_graph=WatchedGraph)
+    with pytest.warns(UserWarning):
+        model.fit(_loader(), epochs=2, verbose=0)
+    assert EagerGraph.made[-1].replays == 5 and WatchedGraph.seen == []
+
+
+def test_the_host_op_detector_sees_a_host_read():
+    x = torch.randn(3)
+    with HostOps() as watch:
+        float(x.sum())
+        torch.nonzero(x > 0)
+    assert watch.ops == ["aten._local_scalar_dense.default", "aten.nonzero.default"]

@@ -7,6 +7,7 @@ from torch import nn
 import ember
 from ember.callbacks import Callback, ProgressBar
 from tests.conftest import mlp
+from tests.host_ops import HostOps
 
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 
@@ -142,3 +143,35 @@ def test_exceptions_reach_on_exception_with_a_note_naming_the_step():
         model.fit(data, epochs=1, batch_size=10, callbacks=[boom], verbose=0)
     assert boom.seen == (1, 3, "boom")
     assert any("epoch 1" in note for note in getattr(info.value, "__notes__", ["epoch 1"]))
+
+
+class _HostOpWindow(Callback):
+    """Records host-reading ops dispatched from batch 2 to batch 12 of each epoch (steps, meter
+    updates, loop bookkeeping)."""
+
+    refresh_interval = 1e9  # no progress reads inside the window
+
+    def __init__(self):
+        self.mode, self.ops = None, []
+
+    def on_train_batch_end(self, state):
+        if state.batch == 2:
+            self.mode = HostOps().__enter__()
+        elif state.batch == 12 and self.mode is not None:
+            self.mode.__exit__(None, None, None)
+            self.ops.extend(self.mode.ops)
+            self.mode = None
+
+
+def test_steady_state_steps_run_no_op_that_reads_the_host():
+    window = _HostOpWindow()
+    _, _, run = _fit(200, callbacks=[window])
+    run()
+    assert window.ops == []
+    spoiled = _HostOpWindow()
+    model, data, _ = _fit(200, callbacks=[spoiled])
+    model.metrics.append(
+        ember.metrics.FunctionMetric(lambda p, t: float((p.argmax(1) == t).float().mean()), "acc")
+    )
+    model.fit(data, epochs=1, batch_size=10, verbose=0, callbacks=[spoiled])
+    assert "aten._local_scalar_dense.default" in spoiled.ops  # a plain-function metric reads the host

@@ -27,7 +27,7 @@ from ember.data.device import DeviceLoader, LazyBatch
 from ember.data.order import mixed_seed
 from ember.loop import StepOutput
 from ember.metrics.meter import Meter
-from ember.optim import GraphReady
+from ember.optim import GraphReady, takes_tensor_lr
 
 __all__ = ["CapturedGraph", "StepGraph"]
 
@@ -104,7 +104,7 @@ class StepGraph:
         if self.reason is not None:
             warnings.warn(f"ember: cuda_graphs: {self.reason}; training runs eagerly", stacklevel=3)
             return
-        self.ready = GraphReady(self.model.optimizer, self.model.device)
+        self.ready = GraphReady(self.model.optimizer, self.model.device, self.model.scheduler is not None)
         if isinstance(train, DeviceLoader) and _same_device(train.device, self.model.device):
             train.lazy = True
 
@@ -125,6 +125,9 @@ class StepGraph:
             return "the training data is split across processes"
         if model.scheduler_interval == "step" and getattr(model.scheduler, "cycle_momentum", False):
             return "a per-step momentum schedule (cycle_momentum=True) cannot change a captured step"
+        if model.scheduler is not None and not takes_tensor_lr(model.optimizer):
+            name = type(model.optimizer).__name__
+            return f"{name} cannot read its learning rate from a tensor, which a scheduled rate needs"
         return None
 
     # -- one step -------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Optimizers under CUDA graphs: tensor learning rates, capturable steps, portable state dicts.
 
-A captured optimizer step bakes Python numbers into the graph, so :class:`GraphReady` turns each
-group's learning rate into a tensor (LR schedulers fill tensors in place, which replays see) and,
-on CUDA, sets ``capturable=True`` (step counts on the device). Its ``state_dict`` gives the optimizer
-as the user made it (float learning rates, the original ``capturable``), so checkpoints load into any
-optimizer on any device; ``release`` puts the optimizer back after training. Knows torch only.
+A captured optimizer step bakes Python numbers into the graph, so with a scheduler
+:class:`GraphReady` turns each group's learning rate into a tensor (LR schedulers fill tensors in
+place, which replays see), and on CUDA it sets ``capturable=True`` (step counts on the device). Its
+``state_dict`` gives the optimizer as the user made it (float learning rates, the original
+``capturable``), so checkpoints load into any optimizer on any device; ``release`` puts the optimizer
+back after training. Knows torch only.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["GraphReady"]
+__all__ = ["GraphReady", "takes_tensor_lr"]
 
 
 class GraphReady:
     """``optimizer`` prepared for capture on ``device``, remembering what it changed.
 
-    Learning rates become tensors: float32 on CUDA (what fused kernels read), float64 elsewhere (so
-    the values stay exact); on CUDA, optimizers with a ``capturable`` option get it, with their step
-    counts moved to the device.
+    With ``tensor_lr`` (a scheduler will change the rates), learning rates become tensors: float32 on
+    CUDA (what fused kernels read), float64 elsewhere (so the values stay exact). On CUDA, optimizers
+    with a ``capturable`` option get it, with their step counts moved to the device.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, tensor_lr: bool) -> None:
         self.optimizer = optimizer
         self._original = [
             {"capturable": group.get("capturable"), "tensor_lr": isinstance(group["lr"], torch.Tensor)}
@@ -33,7 +34,7 @@ class GraphReady:
         on_cuda = device.type == "cuda"
         dtype = torch.float32 if on_cuda else torch.float64
         for group in optimizer.param_groups:
-            if not isinstance(group["lr"], torch.Tensor):
+            if tensor_lr and not isinstance(group["lr"], torch.Tensor):
                 group["lr"] = torch.tensor(float(group["lr"]), dtype=dtype, device=device)
             if on_cuda and "capturable" in group and not group["capturable"]:
                 group["capturable"] = True
@@ -69,3 +70,9 @@ class GraphReady:
                 group["capturable"] = before["capturable"]
                 if not group["capturable"] and not group.get("fused"):
                     self._move_steps(group, to_params=False)
+
+
+def takes_tensor_lr(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` steps with tensor learning rates once prepared: the optimizers with a
+    ``capturable`` option, and SGD."""
+    return isinstance(optimizer, torch.optim.SGD) or all("capturable" in g for g in optimizer.param_groups)
