@@ -29,7 +29,7 @@ from ember.loop import StepOutput
 from ember.metrics.meter import Meter
 from ember.optim import GraphReady, takes_tensor_lr
 
-__all__ = ["CapturedGraph", "StepGraph"]
+__all__ = ["CapturedGraph", "StepGraph", "step_graph_for"]
 
 
 class CapturedGraph:
@@ -51,6 +51,18 @@ class CapturedGraph:
     def replay(self) -> None:
         """Launch the recorded kernels on the current stream."""
         self.graph.replay()
+
+
+def step_graph_for(model: Any) -> StepGraph | None:
+    """A StepGraph for ``model`` on CUDA; elsewhere None, with a warning that steps run eagerly."""
+    if model.device.type == "cuda":
+        return StepGraph(model)
+    warnings.warn(
+        f"ember: cuda_graphs=True needs a CUDA device, this model is on {model.device}; "
+        "training runs eagerly",
+        stacklevel=3,
+    )
+    return None
 
 
 def _tensor_leaves(batch: Any) -> tuple[list[torch.Tensor], Any] | None:

@@ -8,7 +8,6 @@ custom batches.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ember.data.adapt import as_batches
 from ember.data.order import Shard
 from ember.data.resident import resident_loader
 from ember.errors import ConfigError
-from ember.graphs import StepGraph
+from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
 from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
 from ember.lr_finder import LRFinderResult, find_lr
@@ -125,20 +124,8 @@ class Model:
         self.metrics: list[Metric] = resolve_metrics(metrics)
         configure_accuracy(self.metrics, loss)
         self.scaler = self.runtime.make_scaler()
-        self._graphs = self._step_graph(cuda_graphs)
+        self._graphs = step_graph_for(self) if cuda_graphs else None
         return self
-
-    def _step_graph(self, wanted: bool) -> StepGraph | None:
-        if not wanted:
-            return None
-        if self.device.type != "cuda":
-            warnings.warn(
-                f"ember: cuda_graphs=True needs a CUDA device, this model is on {self.device}; "
-                "training runs eagerly",
-                stacklevel=3,
-            )
-            return None
-        return StepGraph(self)
 
     @property
     def device(self) -> torch.device:
@@ -198,9 +185,12 @@ class Model:
         """
         self._runtime()
         if on_device:
-            train_data, validation_data = self._resident(
-                train_data, validation_data, batch_size, shuffle, augment
-            )
+            device = self.device
+            train_data = resident_loader(train_data, device, batch_size, shuffle, augment, "training data")
+            if validation_data is not None:
+                validation_data = resident_loader(
+                    validation_data, device, batch_size, False, None, "validation data"
+                )
             batch_size = None
         elif augment is not None:
             raise ConfigError("augment= runs on device-resident batches: pass on_device=True as well")
@@ -239,16 +229,6 @@ class Model:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
-
-    def _resident(
-        self, train_data: Any, validation_data: Any, batch_size: int | None, shuffle: bool, augment: Any
-    ) -> tuple[Any, Any]:
-        """Training and validation data as DeviceLoaders on the model's device."""
-        train = resident_loader(train_data, self.device, batch_size, shuffle, augment, "training data")
-        if validation_data is None:
-            return train, None
-        val = resident_loader(validation_data, self.device, batch_size, False, None, "validation data")
-        return train, val
 
     def find_lr(
         self,
