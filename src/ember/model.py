@@ -19,7 +19,7 @@ from ember import checks
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
-from ember.data.resident import resident_loader
+from ember.data.resident import fit_batches
 from ember.errors import ConfigError
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
@@ -41,6 +41,11 @@ from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
 
 __all__ = ["Model"]
+
+
+def _progress(verbose: int) -> list[Callback]:
+    return [ProgressBar(verbose=verbose)] if verbose else []
+
 
 _SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -184,36 +189,11 @@ class Model:
                 ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
         self._runtime()
-        if on_device:
-            device = self.device
-            train_data = resident_loader(train_data, device, batch_size, shuffle, augment, "training data")
-            if validation_data is not None:
-                validation_data = resident_loader(
-                    validation_data, device, batch_size, False, None, "validation data"
-                )
-            batch_size = None
-        elif augment is not None:
-            raise ConfigError("augment= runs on device-resident batches: pass on_device=True as well")
-        shard = self._shard()
-        train = as_batches(train_data, batch_size, shuffle, "training data", shard)
-        val = (
-            None
-            if validation_data is None
-            else as_batches(validation_data, batch_size, False, "validation data", shard)
-        )
-        builtins: list[Callback] = [HistoryRecorder(self.history_rows)]
-        if verbose:
-            builtins.append(ProgressBar(verbose=verbose))
-        cbs = CallbackList([*builtins, *callbacks])
+        data = (train_data, validation_data, batch_size, shuffle)
+        train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
+        cbs = CallbackList([HistoryRecorder(self.history_rows), *_progress(verbose), *callbacks])
         state = self.state
-        state.fit_start_epoch, state.epochs = state.epochs_done, state.epochs_done + int(epochs)
-        state.should_stop, state.steps_per_epoch = False, length_of(train)
-        meters = (
-            Meter(self.metrics, self.device, state.steps_per_epoch),
-            None if val is None else Meter(self.metrics, self.device, length_of(val)),
-        )
-        state.train_data, state.train_meter, state.callbacks = train, meters[0], cbs.callbacks
-        self._check_next_batch = True
+        meters = self._start_fit(train, val, epochs, cbs)
         try:
             mid_epoch = (
                 False
@@ -229,6 +209,19 @@ class Model:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
+
+    def _start_fit(self, train: Any, val: Any, epochs: int, cbs: CallbackList) -> tuple[Meter, Meter | None]:
+        """Set the state for a fit call of ``epochs`` more epochs; the training and validation meters."""
+        state = self.state
+        state.fit_start_epoch, state.epochs = state.epochs_done, state.epochs_done + int(epochs)
+        state.should_stop, state.steps_per_epoch = False, length_of(train)
+        meters = (
+            Meter(self.metrics, self.device, state.steps_per_epoch),
+            None if val is None else Meter(self.metrics, self.device, length_of(val)),
+        )
+        state.train_data, state.train_meter, state.callbacks = train, meters[0], cbs.callbacks
+        self._check_next_batch = True
+        return meters
 
     def find_lr(
         self,
