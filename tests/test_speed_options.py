@@ -49,3 +49,5 @@ def test_jit_compiles_the_training_step_and_logs_the_compile_time():
     assert history["compile_seconds"].iloc[0] > 0 and history["compile_seconds"].iloc[1] == 0
     assert history["loss"].to_numpy() == pytest.approx(plain["loss"].to_numpy(), abs=1e-4)
     assert sorted(model.net.state_dict()) == sorted(_cnn().state_dict())  # no _orig_mod. prefix
+    assert isinstance(model._train_loss, torch._dynamo.eval_frame.OptimizedModule)  # the loss too
+    assert isinstance(model.loss, nn.CrossEntropyLoss)  # what the input checks look at

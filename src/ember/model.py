@@ -105,8 +105,8 @@ class Model:
             precision: "32", "bf16" or "16" (float16 with gradient scaling).
             device: None -> cuda when available, else cpu.
             channels_last: keep the net and 4-d input batches in channels-last memory format.
-            jit: run training steps through ``torch.compile``; the compilation happens in the first
-                step and its time is logged in the ``compile_seconds`` column of that epoch.
+            jit: run training steps through ``torch.compile`` (the net and the loss); the compilation
+                happens in the first step and its time is logged in the ``compile_seconds`` column.
             cuda_graphs: on CUDA, capture the whole training step in one CUDA graph after three
                 warm-up steps and replay it for every batch of the same shapes (batches of other
                 shapes run eagerly; a step that cannot be captured falls back to eager steps with a
@@ -121,6 +121,7 @@ class Model:
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
         self._channels_last, self._jit, self._compile_pending = channels_last, jit, jit
         self.loss = loss
+        self._train_loss = torch.compile(loss) if jit else loss  # the checks keep the plain loss
         self.optimizer = optimizer or default_optimizer(self.net, self.runtime.device)
         check_optimizer(self.optimizer, self.net)
         self.scheduler = make_scheduler(scheduler, self.optimizer)
@@ -307,7 +308,7 @@ class Model:
             checks.check_loss_inputs(self.loss, preds, target, self.device.type != "cpu")
             self._check_next_batch = False
         try:
-            return self.loss(preds, target)
+            return (self._train_loss if torch.is_grad_enabled() else self.loss)(preds, target)
         except (RuntimeError, IndexError, ValueError) as exc:
             raise checks.explain_loss_failure(self.loss, preds, target, exc) from exc
 
