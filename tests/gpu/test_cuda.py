@@ -1,15 +1,35 @@
-"""On a CUDA machine: no host syncs in steady-state steps, real CUDA-graph capture against eager
-training, exact resume with graphs, the capture fallback, and reduced precision. Skipped elsewhere."""
+"""The GPU checks: no host syncs in steady-state steps (``set_sync_debug_mode("error")``), real
+CUDA-graph capture against eager training, exact resume with graphs, the capture fallback, reduced
+precision, on-device image folders. On a machine without CUDA they run on the CPU with the stand-in
+graph of tests/test_graphs.py (no sync checking, no real capture), so their logic stays exercised."""
 
 import pytest
 import torch
 from torch import nn
 
 import ember
+import ember.model
 from ember.callbacks import Callback, ModelCheckpoint
 from ember.data import DeviceLoader, random_crop, random_flip
+from ember.graphs import StepGraph
+from tests.test_graphs import EagerGraph
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a real CUDA graph capture")
+
+
+@pytest.fixture(autouse=True)
+def _stand_in_graphs_without_cuda(monkeypatch):
+    if not CUDA:
+        monkeypatch.setattr(
+            ember.model, "step_graph_for", lambda model: StepGraph(model, make_graph=EagerGraph)
+        )
+
+
+def _sync_debug(mode):
+    if CUDA:
+        torch.cuda.set_sync_debug_mode(mode)
 
 
 def _net(logits=True):
@@ -32,13 +52,13 @@ def _loader(batch_size=50, augment=True):
     images, labels = _data()
     augment = [random_flip(), random_crop(2)] if augment else None
     return DeviceLoader(
-        images, labels, batch_size=batch_size, shuffle=True, seed=1, device="cuda", augment=augment
+        images, labels, batch_size=batch_size, shuffle=True, seed=1, device=DEVICE, augment=augment
     )
 
 
 def _model(**options):
     return ember.Model(_net()).compile(
-        loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"], device="cuda", **options
+        loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"], device=DEVICE, **options
     )
 
 
@@ -52,11 +72,11 @@ class NoSyncWindow(Callback):
 
     def on_train_batch_end(self, state):
         if state.epoch == 1 and state.batch == self.start:
-            torch.cuda.set_sync_debug_mode("error")
+            _sync_debug("error")
         elif state.epoch == 1 and self.start < state.batch <= self.stop:
             self.checked += 1
             if state.batch == self.stop:
-                torch.cuda.set_sync_debug_mode("default")
+                _sync_debug("default")
 
 
 @pytest.mark.parametrize("options", [{}, {"cuda_graphs": True}, {"precision": "bf16", "channels_last": True}])
@@ -65,7 +85,7 @@ def test_steady_state_steps_do_not_sync(options):
     try:
         _model(**options).fit(_loader(), epochs=1, verbose=0, callbacks=[window])
     finally:
-        torch.cuda.set_sync_debug_mode("default")
+        _sync_debug("default")
     assert window.checked == 8
 
 
@@ -108,6 +128,7 @@ class Syncing(nn.Module):
         return out
 
 
+@needs_cuda
 def test_a_step_that_cannot_be_captured_trains_on_eagerly():
     model = ember.Model(Syncing()).compile(loss=nn.BCEWithLogitsLoss(), device="cuda", cuda_graphs=True)
     with pytest.warns(UserWarning, match="could not be captured"):
