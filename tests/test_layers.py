@@ -8,6 +8,7 @@ import ember
 ROOT = Path(ember.__file__).parent
 LAYERS = {
     "errors": 0,
+    "arguments": 0,
     "state": 0,
     "_tree": 0,
     "seed": 0,
@@ -20,6 +21,7 @@ LAYERS = {
     "checkpoint": 2,
     "summary": 2,
     "checks": 2,
+    "explain": 2,
     "resume": 3,
     "options": 3,
     "lr_finder": 3,
@@ -34,7 +36,7 @@ LAYERS = {
     "__init__": 4,
 }
 # Layer-2 blocks are independent of each other.
-INDEPENDENT = {"data", "metrics", "checkpoint", "summary", "checks"}
+INDEPENDENT = {"data", "metrics", "checkpoint", "summary", "checks", "explain"}
 
 
 def _top(module_path: Path) -> str:

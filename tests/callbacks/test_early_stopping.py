@@ -66,7 +66,7 @@ def test_restore_best_weights():
 def test_missing_monitor_names_available_keys():
     with pytest.raises(ConfigError, match="'val_acc' is not in the logs; available: accuracy"):
         EarlyStopping("val_acc").on_epoch_end(TrainState(logs={"accuracy": 1.0, "loss": 0.2}))
-    with pytest.raises(ConfigError, match="mode must be 'min' or 'max'"):
+    with pytest.raises(ConfigError, match="mode must be 'auto', 'min' or 'max'"):
         EarlyStopping(mode="lowest")
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
+from ember.arguments import check_count
 from ember.callbacks.base import Callback
-from ember.callbacks.monitor import Monitor
+from ember.callbacks.monitor import Monitor, metrics_of
 from ember.state import TrainState
 
 __all__ = ["EarlyStopping"]
@@ -18,23 +19,27 @@ class EarlyStopping(Callback):
 
     Args:
         monitor: the log entry to watch.
-        mode: "min" or "max".
+        mode: "auto" (default: "max" for accuracy, AUC, F1 and other scores, "min" for losses and
+            errors; a metric object's ``higher_is_better`` wins; an unknown name raises ConfigError
+            at the start of fit asking for a mode), "min" or "max".
         patience: epochs without improvement tolerated before stopping.
         min_delta: the smallest change that counts as an improvement.
         restore_best_weights: load the weights of the best epoch when training ends.
 
     Example:
-        >>> cb = EarlyStopping("val_loss", mode="min", patience=2)
+        >>> EarlyStopping("val_accuracy", patience=2).monitor.mode
+        'max'
     """
 
     def __init__(
         self,
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         patience: int = 0,
         min_delta: float = 0.0,
         restore_best_weights: bool = False,
     ) -> None:
+        check_count("EarlyStopping(patience=...)", patience, 0)
         self.monitor = Monitor(monitor, mode, min_delta)
         self.patience = patience
         self.restore_best_weights = restore_best_weights
@@ -42,6 +47,10 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None
         self._best_weights: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Settle ``mode="auto"`` with the compiled metrics (before any training)."""
+        self.monitor.resolve(metrics_of(state.model))
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Count epochs without improvement; ask the loop to stop when patience runs out."""

@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ember.arguments import check_count
 from ember.callbacks.base import Callback
-from ember.callbacks.monitor import Monitor
+from ember.callbacks.monitor import Monitor, metrics_of
 from ember.checkpoint.format import list_checkpoints
 from ember.state import TrainState
 
@@ -24,15 +25,17 @@ class ModelCheckpoint(Callback):
         every_n_steps: also save after every n-th optimizer step (mid-epoch), None: never.
         every_n_epochs: save after every n-th epoch, None: never.
         save_best: keep the checkpoint of the best ``monitor`` value in ``best/``.
-        monitor, mode: what "best" means (NaN never is).
+        monitor, mode: what "best" means (NaN never is); ``mode="auto"`` (default) takes the
+            direction from the metric or its name, as in ``EarlyStopping``.
         keep_last: how many step/epoch checkpoints to keep (oldest deleted first; ``best`` kept).
         save_on_interrupt: save when fit is stopped by Ctrl-C or SIGTERM (at a step boundary).
 
     Saving runs after every other callback of the epoch, so their states are saved up to date.
 
     Example:
-        >>> cb = ModelCheckpoint("runs/cnn", every_n_steps=500, save_best=True, monitor="val_accuracy",
-        ...                      mode="max")
+        >>> cb = ModelCheckpoint("runs/cnn", every_n_steps=500, save_best=True, monitor="val_accuracy")
+        >>> cb.monitor.mode
+        'max'
     """
 
     order = 100  # after the other callbacks: their epoch-end state belongs in the checkpoint
@@ -44,10 +47,13 @@ class ModelCheckpoint(Callback):
         every_n_epochs: int | None = 1,
         save_best: bool = False,
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str = "auto",
         keep_last: int | None = 2,
         save_on_interrupt: bool = True,
     ) -> None:
+        check_count("ModelCheckpoint(every_n_steps=...)", every_n_steps, 1, allow_none=True)
+        check_count("ModelCheckpoint(every_n_epochs=...)", every_n_epochs, 1, allow_none=True)
+        check_count("ModelCheckpoint(keep_last=...)", keep_last, 1, allow_none=True)
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
@@ -56,6 +62,7 @@ class ModelCheckpoint(Callback):
         self.keep_last = keep_last
         self.save_on_interrupt = save_on_interrupt
         self.best_epoch: int | None = None
+        self.last_saved: Path | None = None  # the newest checkpoint this callback wrote
 
     @property
     def best_path(self) -> Path:
@@ -80,10 +87,15 @@ class ModelCheckpoint(Callback):
         return [p for p in list_checkpoints(self.dirpath, verify=False) if p.name != "best"]
 
     def _save(self, state: TrainState) -> None:
-        state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")  # collective
+        self.last_saved = state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")
         if self.keep_last is not None and state.model.is_main:
             for old in self._rotating()[: -self.keep_last or None]:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Settle ``mode="auto"`` of a ``save_best`` monitor with the compiled metrics."""
+        if self.save_best:
+            self.monitor.resolve(metrics_of(state.model))
 
     def on_train_batch_end(self, state: TrainState) -> None:
         """Save every ``every_n_steps`` steps."""
@@ -94,7 +106,7 @@ class ModelCheckpoint(Callback):
         """Save the best and every ``every_n_epochs`` epochs."""
         if self.save_best and self.monitor.update(self.monitor.value(state.logs)):
             self.best_epoch = state.epoch
-            state.model.save(self.best_path)  # every process takes part; process 0 writes
+            self.last_saved = state.model.save(self.best_path)  # every process takes part; 0 writes
         if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:
             self._save(state)
 

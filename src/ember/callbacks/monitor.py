@@ -1,16 +1,24 @@
-"""Monitor: the one definition of "did the monitored value improve?" shared by callbacks.
+"""Monitor: the one definition of "did the monitored value improve?" shared by callbacks and the
+plateau scheduler.
 
-NaN and infinite values never improve; ``mode`` is explicit ("min" or "max").
+NaN and infinite values never improve. ``mode="auto"`` (the default) takes the direction from the
+compiled metric objects or the name (``ember.metrics.direction``): "max" for accuracy, AUC, F1 and
+other scores, "min" for losses and errors; a name that says neither is refused with a request for
+``mode=``, never guessed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from ember.errors import ConfigError
+from ember.metrics import Metric, direction
 
-__all__ = ["Monitor"]
+__all__ = ["MODES", "Monitor", "metrics_of"]
+
+MODES = ("auto", "min", "max")
 
 
 class Monitor:
@@ -18,22 +26,43 @@ class Monitor:
 
     Args:
         key: the log entry, e.g. "val_loss".
-        mode: "min" (lower is better) or "max".
+        mode: "auto" (from the metric or the name, see :meth:`resolve`), "min" (lower is better)
+            or "max".
         min_delta: the smallest change that counts as an improvement.
 
     Example:
-        >>> m = Monitor("val_loss", "min")
-        >>> m.update(1.0), m.update(float("nan")), m.update(0.5), m.best
-        (True, False, True, 0.5)
+        >>> m = Monitor("val_loss")
+        >>> m.update(1.0), m.update(float("nan")), m.update(0.5), m.best, m.mode
+        (True, False, True, 0.5, 'min')
     """
 
-    def __init__(self, key: str, mode: str = "min", min_delta: float = 0.0) -> None:
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r} (monitor {key!r})")
+    def __init__(self, key: str, mode: str = "auto", min_delta: float = 0.0) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mode must be 'auto', 'min' or 'max', got {mode!r} (monitor {key!r})")
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"monitor must be a history column name such as 'val_loss', got {key!r}")
         self.key = key
-        self.mode = mode
+        self.requested = mode
+        self._mode = direction(key) if mode == "auto" else mode
         self.min_delta = abs(min_delta)
         self.best: float | None = None
+
+    @property
+    def mode(self) -> str:
+        """ "min" or "max"; an error asking for ``mode=`` when "auto" could not tell."""
+        if self._mode is None:
+            raise ConfigError(
+                f"cannot tell whether a higher or a lower {self.key!r} is better; "
+                f"pass mode='min' or mode='max' (monitor {self.key!r})"
+            )
+        return self._mode
+
+    def resolve(self, metrics: Iterable[Metric]) -> str:
+        """Settle an "auto" mode with the compiled metric objects (their ``higher_is_better``
+        wins over the name); returns the mode, or raises ConfigError when it stays unknown."""
+        if self.requested == "auto":
+            self._mode = direction(self.key, metrics)
+        return self.mode
 
     def value(self, logs: dict[str, float]) -> float:
         """The monitored value in ``logs``; an error naming the available keys when absent."""
@@ -68,3 +97,8 @@ class Monitor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the best value."""
         self.best = state["best"]
+
+
+def metrics_of(model: Any) -> list[Metric]:
+    """The compiled metric objects of ``model`` (none before compile)."""
+    return list(getattr(model, "metrics", []) or [])

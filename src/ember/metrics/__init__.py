@@ -3,6 +3,7 @@
 from ember.metrics.adapters import FunctionMetric, TorchMetricsMetric, resolve_metrics
 from ember.metrics.base import Metric
 from ember.metrics.classification import AUC, Accuracy
+from ember.metrics.direction import direction
 from ember.metrics.meter import Meter
 from ember.metrics.regression import MAE, MSE, RMSE
 
@@ -16,5 +17,6 @@ __all__ = [
     "Meter",
     "Metric",
     "TorchMetricsMetric",
+    "direction",
     "resolve_metrics",
 ]

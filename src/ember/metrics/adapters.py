@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ember.arguments import check_not_class
 from ember.errors import ConfigError
 from ember.metrics.base import Metric
 from ember.metrics.classification import AUC, Accuracy
@@ -94,6 +95,17 @@ class TorchMetricsMetric(Metric):
         super().__init__(name)
         self.metric = metric
 
+    @property
+    def higher_is_better(self) -> bool | None:  # type: ignore[override]
+        """What the torchmetrics class declares."""
+        return getattr(self.metric, "higher_is_better", None)
+
+    def clone(self) -> Metric:
+        """A copy around ``metric.clone()`` (torchmetrics' own deep copy)."""
+        other = copy.copy(self)
+        other.metric = self.metric.clone()
+        return other
+
     def reset(self) -> None:
         """Reset the torchmetrics object."""
         self.metric.reset()
@@ -135,6 +147,7 @@ def _is_torchmetrics(obj: Any) -> bool:
 
 
 def _resolve_one(spec: Any, name: str | None) -> Metric:
+    check_not_class("metrics", spec)
     if isinstance(spec, Metric):
         if name is not None:
             spec.name = name

@@ -27,10 +27,13 @@ class Metric:
         host_sync: True when ``update`` reads values on the host (plain-function metrics).
         graph_safe: True when ``update`` only adds into the state tensors in place and its counts
             depend on shapes alone, so it can run inside a captured CUDA graph.
+        higher_is_better: True for scores, False for errors, None when unknown; monitors with
+            ``mode="auto"`` read it (see ``ember.metrics.direction``).
     """
 
     host_sync = False
     graph_safe = False
+    higher_is_better: bool | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -51,6 +54,11 @@ class Metric:
             value.zero_()
         for key in self._counts:
             self._counts[key] = 0
+
+    def clone(self) -> Metric:
+        """An independent copy with its own state (each Meter updates its own copies, so an
+        ``evaluate`` inside a ``fit`` leaves the running epoch's sums alone)."""
+        return copy.deepcopy(self)
 
     def to(self, device: torch.device) -> Metric:
         """Move the state to ``device``; returns self."""

@@ -38,6 +38,7 @@ class Accuracy(Metric):
     """
 
     graph_safe = True
+    higher_is_better = True
 
     def __init__(
         self, from_logits: bool | None = None, threshold: float = 0.5, name: str = "accuracy"
@@ -86,6 +87,8 @@ class AUC(Metric):
     Keeps every score and target of the epoch on the device and ranks them in ``compute``.
     Scores: ``(N,)``, ``(N, 1)``, or ``(N, 2)`` logits/probabilities (column 1 vs column 0).
     """
+
+    higher_is_better = True
 
     def __init__(self, name: str = "auc") -> None:
         super().__init__(name)

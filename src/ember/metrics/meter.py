@@ -12,11 +12,13 @@ graphed=counts)`` the host half after each replay.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ember._tree import tree_map
+from ember.errors import ConfigError
 from ember.metrics.base import Metric, _acc_dtype
 
 __all__ = ["Meter"]
@@ -28,7 +30,8 @@ class Meter:
     """Loss and metric accumulators for one pass over the data.
 
     Args:
-        metrics: the metric objects to update with every batch.
+        metrics: the metric objects whose kind to measure: the meter updates its own copies, so
+            meters (a fit's, an evaluate's inside it) never share state.
         device: where the statistics live (the model's device).
         capacity: expected number of batches (the buffer grows when exceeded).
 
@@ -40,7 +43,7 @@ class Meter:
     """
 
     def __init__(self, metrics: list[Metric], device: torch.device, capacity: int | None = None) -> None:
-        self.metrics = [m.to(device) for m in metrics]
+        self.metrics = [m.clone().to(device) for m in metrics]
         self.device = device
         self._dtype = _acc_dtype(device)
         self._losses = torch.zeros(capacity or _INITIAL_CAPACITY, dtype=self._dtype, device=device)
@@ -87,7 +90,7 @@ class Meter:
             self._losses[i] = loss.detach()
         self._sizes.append(n)
         for metric in self.metrics:
-            metric.update(preds, target)
+            _update(metric, preds, target)
 
     def _graph_metrics(self) -> list[Metric]:
         return [m for m in self.metrics if m.graph_safe]
@@ -129,7 +132,7 @@ class Meter:
         if others:  # the graph's outputs are overwritten by the next replay: keep copies
             preds, target = tree_map(torch.clone, preds), tree_map(torch.clone, target)
             for metric in others:
-                metric.update(preds, target)
+                _update(metric, preds, target)
 
     def _loss_sum(self) -> torch.Tensor:
         k = len(self._sizes)
@@ -201,3 +204,27 @@ class Meter:
         self._cursor_value = -1
         for metric in self.metrics:
             metric.load_state_dict(state["metrics"][metric.name])  # type: ignore[index]
+
+
+def _update(metric: Metric, preds: Any, target: Any) -> None:
+    """``metric.update``; a model output that is not a tensor (a dict, a Hugging Face ModelOutput,
+    a tuple) gets an error naming its type and keys instead of a bare AttributeError."""
+    try:
+        metric.update(preds, target)
+    except (AttributeError, TypeError, ValueError, RuntimeError) as exc:
+        if isinstance(preds, torch.Tensor):
+            raise
+        raise ConfigError(
+            f"metric {metric.name!r} takes the model output as one tensor, but the model returned "
+            f"{_describe(preds)}; make the net return the tensor to measure (e.g. a wrapper whose "
+            "forward returns out['logits']), or use a metric function that picks it: "
+            f"metrics={{{metric.name!r}: lambda out, y: ...}}"
+        ) from exc
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} elements"
+    return f"a {type(value).__name__}"

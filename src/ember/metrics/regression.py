@@ -19,6 +19,7 @@ class _ErrorSum(Metric):
     """Sum of a per-element error and the number of elements; ``compute`` is their ratio."""
 
     graph_safe = True
+    higher_is_better = False
 
     def __init__(self, name: str, error: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__(name)
