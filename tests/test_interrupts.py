@@ -12,6 +12,7 @@ import torch
 
 from ember.checkpoint import list_checkpoints
 from ember.interrupts import trap_signals
+from ember.resume import interrupt_note
 from ember.state import TrainState
 from tests.test_resume import _fit, _model
 
@@ -44,6 +45,12 @@ def test_a_signal_writes_a_final_checkpoint_and_resume_finishes_exactly(tmp_path
     assert process.returncode == code, err.decode()
     saved = list_checkpoints(tmp_path / "ck")
     assert len(saved) == 1 and saved[0].name.startswith("epoch0001-step00000000")
+    step = int(saved[0].name.split("step")[1])
+    note = [line for line in err.decode().splitlines() if line.startswith("ember: training stopped")]
+    assert note == [
+        f"ember: training stopped by {sig.name} at epoch 1, step {step} (batch {step} of the epoch); "
+        f"newest checkpoint: {saved[0]}; continue with model.fit(..., resume={str(tmp_path / 'ck')!r})"
+    ]
     resumed = _model()
     _fit(resumed, resume=tmp_path / "ck")
     reference = _model()
@@ -61,3 +68,12 @@ def test_trap_signals_only_sets_a_flag_and_restores_handlers():
             signal.raise_signal(signal.SIGTERM)  # a second signal acts at once
         assert info.value.code == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_interrupt_note_without_a_checkpoint_says_how_to_get_one():
+    state = TrainState(epoch=2, step=17, batch=5, interrupted="SIGINT")
+    assert interrupt_note(state) == (
+        "ember: training stopped by SIGINT at epoch 2, step 17 (batch 5 of the epoch); no checkpoint to "
+        "resume from (no ModelCheckpoint is in callbacks): add callbacks=[ember.callbacks.ModelCheckpoint("
+        "'runs/name')] to make fits resumable"
+    )

@@ -175,3 +175,92 @@ def test_steady_state_steps_run_no_op_that_reads_the_host():
     )
     model.fit(data, epochs=1, batch_size=10, verbose=0, callbacks=[spoiled])
     assert "aten._local_scalar_dense.default" in spoiled.ops  # a plain-function metric reads the host
+
+
+class _StopAt(Callback):
+    """Asks to stop after a given step, from on_train_batch_end."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, state):
+        if state.step == self.step:
+            state.should_stop = True
+
+
+def _sgd_model(net):
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    return ember.Model(net).compile(nn.CrossEntropyLoss(), optimizer, metrics=["accuracy"], device="cpu")
+
+
+def test_should_stop_mid_epoch_ends_at_that_step_with_exact_partial_sums():
+    torch.manual_seed(1)
+    x, y = torch.randn(95, 4), torch.randint(0, 3, (95,))
+    model = _sgd_model(mlp())
+    history = model.fit((x, y), epochs=3, batch_size=10, shuffle=False, callbacks=[_StopAt(14)], verbose=0)
+    reference = mlp()  # the same steps by hand: epoch 1 (10 batches), then 4 batches of epoch 2
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    losses, correct = [], 0
+    for b in range(14):
+        xb, yb = x[(b % 10) * 10 : (b % 10) * 10 + 10], y[(b % 10) * 10 : (b % 10) * 10 + 10]
+        out = reference(xb)
+        loss = nn.functional.cross_entropy(out, yb)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if b >= 10:
+            losses.append(loss.item() * len(yb))
+            correct += int((out.argmax(1) == yb).sum())
+    assert list(history["epoch"]) == [1, 2]
+    assert model.state.step == 14
+    assert history["batches"].isna().tolist() == [True, False]
+    assert history["batches"].iloc[1] == 4
+    assert history["loss"].iloc[1] == pytest.approx(sum(losses) / 40, rel=1e-6)
+    assert history["accuracy"].iloc[1] == pytest.approx(correct / 40)
+    for mine, theirs in zip(model.net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_should_stop_from_on_refresh_is_honoured_at_the_next_step():
+    class StopOnRefresh(Callback):
+        refresh_interval = 0.0
+
+        def on_refresh(self, state):
+            if state.step == 3:
+                state.should_stop = True
+
+    model, data, _ = _fit(100)
+    history = model.fit(data, epochs=2, batch_size=10, callbacks=[StopOnRefresh()], verbose=0)
+    assert model.state.step == 3 and list(history["batches"]) == [3]
+
+
+class _EvaluateEvery(Callback):
+    """Calls evaluate and predict from inside the fit every few steps."""
+
+    def __init__(self, data, every=3):
+        self.data, self.every, self.calls = data, every, 0
+
+    def on_train_batch_end(self, state):
+        if state.step % self.every == 0:
+            state.model.evaluate(self.data)
+            state.model.predict(self.data[0])
+            self.calls += 1
+
+
+def test_evaluate_and_predict_inside_fit_change_nothing_of_the_running_epoch():
+    torch.manual_seed(2)
+    x, y = torch.randn(100, 4), torch.randint(0, 3, (100,))
+    held = (torch.randn(30, 4), torch.randint(0, 3, (30,)))
+
+    def run(*callbacks):
+        model = _sgd_model(mlp())
+        data = (x, y)
+        return model.fit(
+            data, epochs=2, batch_size=10, validation_data=held, callbacks=list(callbacks), verbose=0
+        )
+
+    evaluating = _EvaluateEvery(held)
+    plain, with_evaluate = run(), run(evaluating)
+    assert evaluating.calls == 6
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert with_evaluate[columns].equals(plain[columns])

@@ -223,10 +223,16 @@ def test_fp16_precision_uses_a_grad_scaler(blobs):
     assert history["accuracy"].iloc[-1] > 0.8
 
 
-def test_optimizer_for_another_model_is_rejected():
+def test_optimizer_for_another_model_is_refused_by_fit_not_by_evaluate(blobs):
     other = nn.Linear(2, 2)
+    model = _compiled(optimizer=torch.optim.SGD(other.parameters(), lr=0.1), metrics=["accuracy"])
+    evaluated = model.evaluate(blobs)  # the legacy series evaluates a clone compiled this way
+    assert set(evaluated) == {"loss", "accuracy"}
+    assert model.predict(blobs[0]).shape == (len(blobs[0]), 3)
+    before = [p.clone() for p in model.net.parameters()]
     with pytest.raises(ConfigError, match="none of this model's parameters"):
-        _compiled(optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+        model.fit(blobs, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))
 
 
 def test_binary_accuracy_follows_the_loss(blobs):

@@ -7,6 +7,7 @@ of a fit, and on the failing batch when a loss raises. Knows torch and ember.err
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ ELEMENTWISE_LOSSES = (
     nn.GaussianNLLLoss,
 )
 _CLASS_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+_TorchLoss = nn.modules.loss._Loss  # torch's own losses: one output tensor, one target tensor
 
 
 def _name(loss_fn: Any) -> str:
@@ -50,12 +52,52 @@ def check_loss_inputs(loss_fn: Any, preds: Any, target: Any, read_values: bool) 
     """
     if target is None:
         raise DataError("the batches have no target; fit and evaluate need (inputs, target) batches")
+    if isinstance(loss_fn, _TorchLoss):
+        _check_tensors(loss_fn, preds, target)
     if not (isinstance(preds, torch.Tensor) and isinstance(target, torch.Tensor)):
         return
     if isinstance(loss_fn, ELEMENTWISE_LOSSES):
         _check_elementwise(loss_fn, preds, target)
+        if read_values and isinstance(loss_fn, nn.BCELoss):
+            _check_probabilities(loss_fn, preds)
     elif isinstance(loss_fn, _CLASS_LOSSES):
         _check_class_labels(loss_fn, preds, target, read_values)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value]
+        return f"a {type(value).__name__} of {len(value)}: {shapes}"
+    return f"a {type(value).__name__}"
+
+
+def _check_tensors(loss_fn: nn.Module, preds: Any, target: Any) -> None:
+    """torch's losses take one output tensor and one target tensor."""
+    name = _name(loss_fn)
+    if not isinstance(preds, torch.Tensor):
+        raise DataError(
+            f"{name} takes the model output as one tensor, but the model returned {_describe(preds)}; "
+            f"return one tensor from forward, or pick it in the loss: "
+            f"compile(loss=lambda out, y: {name}()(out[0], y))"
+        )
+    if not isinstance(target, torch.Tensor):
+        raise DataError(
+            f"{name} takes the target as one tensor, but the batches hold {_describe(target)}; "
+            "make the dataset return (inputs, target_tensor), or pick the entry in the loss: "
+            f"compile(loss=lambda out, y: {name}()(out, y['label']))"
+        )
+
+
+def _check_probabilities(loss_fn: nn.Module, preds: torch.Tensor) -> None:
+    low, high = torch.stack([preds.detach().min(), preds.detach().max()]).float().tolist()
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{_name(loss_fn)} takes probabilities in [0, 1], but the model output ranges from {low:.4g} "
+            f"to {high:.4g}: these look like logits; use nn.BCEWithLogitsLoss(), or end the model with "
+            "nn.Sigmoid()"
+        )
 
 
 def _check_elementwise(loss_fn: nn.Module, preds: torch.Tensor, target: torch.Tensor) -> None:
@@ -86,6 +128,11 @@ def _check_class_labels(
         raise ShapeError(
             f"{name}: model output {_shape(preds)} needs (N, C, ...) and labels (N, ...); got labels "
             f"of shape {_shape(target)}" + (" (use y.squeeze(1))" if target.dim() == preds.dim() else "")
+        )
+    if target.dim() > 1 and target.dtype != torch.int64:  # torch takes other ints for (N,) labels only
+        raise DataError(
+            f"{name} needs int64 labels of shape {_shape(target)}, got {target.dtype} "
+            "(e.g. uint8 segmentation masks); convert with y.long()"
         )
     if read_values:
         _check_label_range(loss_fn, preds, target)

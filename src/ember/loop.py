@@ -22,9 +22,19 @@ from ember.interrupts import raise_if_interrupted
 from ember.metrics.meter import Meter
 from ember.state import TrainState
 
-__all__ = ["StepOutput", "Steps", "Sync", "fit_loop", "run_eval", "run_predict", "run_train_epoch"]
+__all__ = [
+    "PARTIAL_EPOCH",
+    "StepOutput",
+    "Steps",
+    "Sync",
+    "fit_loop",
+    "run_eval",
+    "run_predict",
+    "run_train_epoch",
+]
 
 DEFAULT_REFRESH_SECONDS = 1.0
+PARTIAL_EPOCH = "batches"  # the history column of an epoch stopped early: the batches it trained
 
 
 class StepOutput(NamedTuple):
@@ -117,6 +127,8 @@ def run_train_epoch(
                 state.running = _checked_read(meter, state)
                 cbs.call("on_refresh", state)
                 next_refresh = clock() + refresh_every
+            if state.should_stop:  # a callback asked mid-epoch: stop at this step boundary
+                break
     except Exception as exc:
         where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
         position = f"epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch"
@@ -124,7 +136,10 @@ def run_train_epoch(
         raise
     if meter.batches == 0 and sync is None:
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
-    return _checked_read(meter, state, sync)
+    logs = _checked_read(meter, state, sync)
+    if state.should_stop and state.batch != state.steps_per_epoch:
+        logs[PARTIAL_EPOCH] = float(state.batch)  # the row of an epoch cut short says how short
+    return logs
 
 
 def run_eval(

@@ -7,6 +7,7 @@ custom batches.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from ember.data.adapt import as_batches
 from ember.data.order import Shard
 from ember.data.resident import fit_batches
 from ember.errors import ConfigError
+from ember.explain import call_net, forward_explained
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
 from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
@@ -28,26 +30,29 @@ from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
 from ember.options import (
     batch_size_of,
-    check_optimizer,
+    check_compile_arguments,
+    check_fit_arguments,
+    check_optimizer_owns,
     configure_accuracy,
     default_optimizer,
     length_of,
     make_scheduler,
+    plateau_monitor,
     prepare_net,
     split_batch,
+    with_target,
 )
-from ember.resume import load_training, resolve_resume, save_training
+from ember.resume import interrupt_note, load_training, resolve_resume, save_training
 from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
 
 __all__ = ["Model"]
 
 
-def _progress(verbose: int) -> list[Callback]:
-    return [ProgressBar(verbose=verbose)] if verbose else []
-
-
-_SCHEDULER_INTERVALS = ("epoch", "step")
+def _progress(verbose: int, callbacks: list[Callback]) -> list[Callback]:
+    """The built-in progress bar, unless ``verbose=0`` or the user passes a ProgressBar of their own."""
+    own = any(isinstance(cb, ProgressBar) for cb in callbacks)
+    return [ProgressBar(verbose=verbose)] if verbose and not own else []
 
 
 class Model:
@@ -69,7 +74,7 @@ class Model:
         self.runtime: Runtime | None = None
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
-        self._check_next_batch = True
+        self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
         self._train_net: nn.Module = net
         self.loss_scale = 1.0  # set per batch by the loop when processes share a batch
         self._channels_last = self._jit = self._compile_pending = False
@@ -84,6 +89,7 @@ class Model:
         metrics: Sequence[Any] | Mapping[str, Any] | None = None,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
         grad_clip: float | None = None,
         precision: str = "32",
         device: str | torch.device | None = None,
@@ -98,10 +104,12 @@ class Model:
             optimizer: a torch optimizer over this net's parameters; None -> Adam(lr=1e-3).
             metrics: names ("accuracy", "mae", "mse", "rmse", "auc"), ember Metrics, torchmetrics
                 metrics or plain functions ``f(y_pred, y_true) -> number``; a list or a name -> metric dict.
-            scheduler: an LR scheduler, or a callable ``optimizer -> scheduler``.
-            scheduler_interval: step it every "epoch" or every "step". ReduceLROnPlateau steps per
-                epoch on val_loss (loss without validation).
-            grad_clip: clip the gradient norm to this value.
+            scheduler: an LR scheduler over ``optimizer``, or a callable ``optimizer -> scheduler``.
+            scheduler_interval: step it every "epoch" or every "step" (ReduceLROnPlateau: "epoch").
+            scheduler_monitor: the history column a ReduceLROnPlateau steps on (e.g.
+                "val_accuracy"); None: "val_loss", or "loss" when fit has no validation data. Its
+                direction must agree with the scheduler's mode (checked here).
+            grad_clip: clip the gradient norm to this value (> 0).
             precision: "32", "bf16" or "16" (float16 with gradient scaling).
             device: None -> cuda when available, else cpu.
             channels_last: keep the net and 4-d input batches in channels-last memory format.
@@ -113,21 +121,18 @@ class Model:
                 warning). The capture time is logged in ``compile_seconds``. Elsewhere a warning
                 says the steps run eagerly.
         """
-        if not callable(loss):
-            raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
-        if scheduler_interval not in _SCHEDULER_INTERVALS:
-            raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        check_compile_arguments(self.net, loss, optimizer, scheduler_interval, grad_clip)
+        self.metrics: list[Metric] = resolve_metrics(metrics)
         self.runtime = create_runtime(device, precision)
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
         self._channels_last, self._jit, self._compile_pending = channels_last, jit, jit
         self.loss = loss
         self._train_loss = torch.compile(loss) if jit else loss  # the checks keep the plain loss
         self.optimizer = optimizer or default_optimizer(self.net, self.runtime.device)
-        check_optimizer(self.optimizer, self.net)
         self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
+        self._plateau = plateau_monitor(self.scheduler, scheduler_monitor, scheduler_interval, self.metrics)
         self.grad_clip = grad_clip
-        self.metrics: list[Metric] = resolve_metrics(metrics)
         configure_accuracy(self.metrics, loss)
         self.scaler = self.runtime.make_scaler()
         self._graphs = step_graph_for(self) if cuda_graphs else None
@@ -157,6 +162,8 @@ class Model:
     def fit(
         self,
         train_data: Any,
+        y: Any = None,
+        *,
         epochs: int = 1,
         validation_data: Any = None,
         callbacks: Iterable[Callback] = (),
@@ -172,9 +179,11 @@ class Model:
         Args:
             train_data: a DataLoader, a Dataset, tensors/arrays/DataFrames ``(x, y)``, or any
                 iterable of ``(inputs, target)`` batches.
-            epochs: how many epochs to train in this call.
+            y: the targets when ``train_data`` is the inputs alone, as in Keras' ``fit(x, y)``
+                (the options after it are keyword-only).
+            epochs: how many epochs to train in this call (>= 1).
             validation_data: the same kinds of data, evaluated after every epoch (``val_*`` columns).
-            callbacks: ember callbacks, called in order after the built-in ones.
+            callbacks: a list of ember callbacks, called in order after the built-in ones.
             verbose: 0 silent, 1 live progress bar (one line per epoch when not a terminal), 2 lines.
             batch_size: for Datasets and arrays (default 32).
             shuffle: reshuffle Datasets and arrays every epoch.
@@ -190,21 +199,26 @@ class Model:
                 ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
         self._runtime()
-        data = (train_data, validation_data, batch_size, shuffle)
+        user_callbacks = check_fit_arguments(epochs, callbacks, verbose)
+        check_optimizer_owns(self.optimizer, self.net)
+        data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
-        cbs = CallbackList([HistoryRecorder(self.history_rows), *_progress(verbose), *callbacks])
+        cbs = CallbackList(
+            [HistoryRecorder(self.history_rows), *_progress(verbose, user_callbacks), *user_callbacks]
+        )
         state = self.state
         meters = self._start_fit(train, val, epochs, cbs)
         try:
-            mid_epoch = (
-                False
-                if resume is None
-                else load_training(self, resolve_resume(resume, cbs.callbacks), epochs)
-            )
+            resumed = None if resume is None else resolve_resume(resume, cbs.callbacks)
+            mid_epoch = resumed is not None and load_training(self, resumed, epochs)
             if self._graphs is not None:
                 self._graphs.begin(train)
             with trap_signals(state):
                 fit_loop(self, train, val, state, cbs, meters, mid_epoch, self._sync())
+        except (KeyboardInterrupt, SystemExit):
+            if self.is_main:
+                print(interrupt_note(state), file=sys.stderr, flush=True)
+            raise
         finally:
             if self._graphs is not None:
                 self._graphs.end(train)
@@ -221,7 +235,7 @@ class Model:
             None if val is None else Meter(self.metrics, self.device, length_of(val)),
         )
         state.train_data, state.train_meter, state.callbacks = train, meters[0], cbs.callbacks
-        self._check_next_batch = True
+        self._unchecked = {"train", "eval"}
         return meters
 
     def find_lr(
@@ -255,10 +269,12 @@ class Model:
         load_training(self, path, restore_rng=False)
         return self
 
-    def evaluate(self, data: Any, batch_size: int | None = None) -> dict[str, float]:
-        """Loss and metrics over ``data`` (eval mode, no grad): ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, data: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
+        """Loss and metrics over ``data`` (or inputs ``data`` and targets ``y``), in eval mode
+        without gradients: ``{"loss": ..., "accuracy": ...}``."""
         self._runtime()
-        self._check_next_batch = True
+        data = with_target(data, y, "evaluate")
+        self._unchecked.add("eval")
         batches = as_batches(data, batch_size, False, "evaluation data", self._shard())
         meter = Meter(self.metrics, self.device, length_of(batches))
         return run_eval(self, batches, meter, sync=self._sync())
@@ -295,20 +311,18 @@ class Model:
         Training steps go through the DDP wrapper when several processes train; evaluation and
         prediction call the net itself (no collective, so processes may have different batch counts).
         """
-        net = self._train_net if torch.is_grad_enabled() else self.net
-        if isinstance(inputs, Mapping):
-            return net(**inputs)
-        if isinstance(inputs, (tuple, list)):
-            return net(*inputs)
-        return net(inputs)
+        return call_net(self._train_net if torch.is_grad_enabled() else self.net, inputs)
 
     def compute_loss(self, preds: Any, target: Any) -> torch.Tensor:
-        """``loss(preds, target)``, with inputs checked on the first batch of each call."""
-        if self._check_next_batch:
+        """``loss(preds, target)``, with inputs checked on the first training batch of a fit call
+        and on the first batch of its validation and of every evaluate call, each on its own shapes."""
+        grad = torch.is_grad_enabled()
+        kind = "train" if grad else "eval"
+        if kind in self._unchecked:
             checks.check_loss_inputs(self.loss, preds, target, self.device.type != "cpu")
-            self._check_next_batch = False
+            self._unchecked.discard(kind)
         try:
-            return (self._train_loss if torch.is_grad_enabled() else self.loss)(preds, target)
+            return (self._train_loss if grad else self.loss)(preds, target)
         except (RuntimeError, IndexError, ValueError) as exc:
             raise checks.explain_loss_failure(self.loss, preds, target, exc) from exc
 
@@ -355,7 +369,7 @@ class Model:
         """One optimisation step on ``batch``, op by op."""
         inputs, target = self.unpack(batch)
         with self.runtime.autocast():  # type: ignore[union-attr]
-            preds = self.forward(inputs)
+            preds = forward_explained(self.forward, self.net, inputs, batch)
             loss = self.compute_loss(preds, target)
         self.optimize(loss if self.loss_scale == 1.0 else loss * self.loss_scale)
         return StepOutput(loss, preds, target, batch_size_of(target, inputs))
@@ -364,15 +378,18 @@ class Model:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
         inputs, target = self.unpack(batch)
         with self.runtime.autocast():  # type: ignore[union-attr]
-            preds = self.forward(inputs)
+            preds = forward_explained(self.forward, self.net, inputs, batch)
             loss = self.compute_loss(preds, target)
         return StepOutput(loss, preds, target, batch_size_of(target, inputs))
 
     def predict_step(self, batch: Any) -> Any:
-        """The net's output for ``batch``."""
+        """The net's output for ``batch``; under bf16/fp16 autocast, floating outputs come back in
+        the parameters' dtype (float32 for a float32 net), which numpy can read."""
         inputs, _ = self.unpack(batch)
-        with self.runtime.autocast():  # type: ignore[union-attr]
-            return self.forward(inputs)
+        runtime = self._runtime()
+        with runtime.autocast():
+            outputs = forward_explained(self.forward, self.net, inputs, batch)
+        return runtime.from_autocast(outputs, self.net)
 
     def end_epoch(self, logs: dict[str, float]) -> float:
         """Step an epoch scheduler; returns the learning rate the epoch used."""
@@ -380,8 +397,5 @@ class Model:
         if self._jit or self._graphs is not None:
             logs["compile_seconds"], self.compile_seconds = self.compile_seconds, 0.0
         if self.scheduler is not None and self.scheduler_interval == "epoch":
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(logs.get("val_loss", logs["loss"]))
-            else:
-                self.scheduler.step()
+            self.scheduler.step(*(() if self._plateau is None else (self._plateau.value(logs),)))
         return lr

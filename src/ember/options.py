@@ -5,24 +5,36 @@ the lengths and batch sizes the loop reports. Layer 3: uses torch, ember.errors 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from ember._tree import first_tensor, to_device
+from ember.arguments import check_count, check_not_class, check_positive
+from ember.callbacks.base import Callback
+from ember.callbacks.monitor import Monitor
 from ember.errors import ConfigError, DataError
-from ember.metrics import Accuracy, Metric
+from ember.metrics import Accuracy, Metric, direction
 
 __all__ = [
+    "SCHEDULER_INTERVALS",
+    "PlateauInput",
     "batch_size_of",
+    "check_compile_arguments",
+    "check_fit_arguments",
+    "check_materialized",
     "check_optimizer",
+    "check_optimizer_owns",
     "configure_accuracy",
     "default_optimizer",
     "length_of",
     "make_scheduler",
+    "plateau_monitor",
     "prepare_net",
     "split_batch",
+    "with_target",
 ]
 
 
@@ -70,24 +82,164 @@ def batch_size_of(target: Any, inputs: Any) -> int:
     return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
 
 
-def check_optimizer(optimizer: Any, net: nn.Module) -> None:
+SCHEDULER_INTERVALS = ("epoch", "step")
+VERBOSITY = (0, 1, 2)
+
+
+def with_target(data: Any, y: Any, what: str) -> Any:
+    """``(data, y)`` for Keras' ``fit(x, y)`` / ``evaluate(x, y)`` (``data`` alone when ``y`` is None),
+    checked: ``y`` must be array-like with as many samples as ``data``."""
+    if y is None:
+        return data
+    if isinstance(y, (int, float)) and not isinstance(y, bool):
+        raise ConfigError(
+            f"{what}'s second positional argument is the target y, as in Keras' fit(x, y); "
+            f"got the number {y!r}: pass options by name, e.g. epochs={y!r}"
+        )
+    if not hasattr(data, "__len__") or not hasattr(y, "__len__") or isinstance(data, (tuple, list, Mapping)):
+        raise ConfigError(
+            f"{what}(x, y) takes arrays, tensors or DataFrames for x and y; got {type(data).__name__} and "
+            f"{type(y).__name__}: pass data that brings its targets as one argument, e.g. {what}((x, y))"
+        )
+    if len(data) != len(y):
+        raise DataError(f"{what}(x, y): x has {len(data)} samples but y has {len(y)}")
+    return (data, y)
+
+
+def check_fit_arguments(epochs: Any, callbacks: Any, verbose: Any) -> list[Callback]:
+    """ConfigErrors for ``fit`` arguments that would train wrong or nothing; the callbacks as a list."""
+    check_count("epochs", epochs, 1)
+    if verbose not in VERBOSITY or isinstance(verbose, bool):
+        raise ConfigError(
+            f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), got {verbose!r}"
+        )
+    if isinstance(callbacks, Callback):
+        name = type(callbacks).__name__
+        raise ConfigError(f"callbacks takes a list: callbacks=[{name}(...)], got one {name}")
+    if isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable):
+        raise ConfigError(f"callbacks takes a list of ember callbacks, got {type(callbacks).__name__}")
+    listed = list(callbacks)
+    for cb in listed:
+        check_not_class("callbacks", cb)
+        if not isinstance(cb, Callback):
+            raise ConfigError(f"callbacks must be ember.callbacks.Callback objects, got {cb!r}")
+    twice = sorted({type(cb).__name__ for cb in listed if sum(c is cb for c in listed) > 1})
+    if twice:
+        raise ConfigError(
+            f"the same {', '.join(twice)} object is in callbacks twice: its hooks would run twice per "
+            "epoch (an EarlyStopping's patience would run out twice as fast); pass it once"
+        )
+    return listed
+
+
+def check_compile_arguments(
+    net: nn.Module, loss: Any, optimizer: Any, scheduler_interval: str, grad_clip: Any
+) -> None:
+    """ConfigErrors for ``compile`` arguments that cannot train right, each naming the argument."""
+    check_not_class("loss", loss)
+    if not callable(loss):
+        raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
+    if scheduler_interval not in SCHEDULER_INTERVALS:
+        raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    check_positive("grad_clip", grad_clip)
+    if optimizer is not None:
+        check_optimizer(optimizer)
+    check_materialized(net)
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """A ConfigError unless ``optimizer`` is a torch optimizer object."""
+    check_not_class("optimizer", optimizer)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+
+
+def check_optimizer_owns(optimizer: torch.optim.Optimizer, net: nn.Module) -> None:
+    """Before training: an optimizer over none of ``net``'s parameters would train nothing (checked
+    at fit, not compile, so that evaluating with any optimizer works)."""
     own = {id(p) for p in net.parameters()}
     given = [p for group in optimizer.param_groups for p in group["params"]]
     if given and not any(id(p) in own for p in given):
         raise ConfigError(
-            "the optimizer holds none of this model's parameters; "
+            "the optimizer holds none of this model's parameters, so training would change nothing; "
             "create it from model.parameters() / net.parameters()"
         )
 
 
+def check_materialized(net: nn.Module) -> None:
+    """A ConfigError when parameters or buffers live on the meta device (shapes without values)."""
+    meta = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if meta:
+        raise ConfigError(
+            f"{type(net).__name__} has {len(meta)} tensors on the meta device (e.g. {meta[0]!r}): they "
+            "hold no values; create the net on a real device, or call net.to_empty(device='cpu') and "
+            "load weights first"
+        )
+
+
 def make_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
-    if scheduler is None or hasattr(scheduler, "step"):
-        return scheduler
-    if callable(scheduler):
-        return scheduler(optimizer)
-    raise ConfigError(f"scheduler must be an LR scheduler or a factory, got {scheduler!r}")
+    """The scheduler object (a factory is called with ``optimizer``); one built over another
+    optimizer is refused, since it would never change the rate this model trains with."""
+    check_not_class("scheduler", scheduler)
+    if scheduler is not None and not hasattr(scheduler, "step"):
+        if not callable(scheduler):
+            raise ConfigError(f"scheduler must be an LR scheduler or a factory, got {scheduler!r}")
+        scheduler = scheduler(optimizer)
+    owner = getattr(scheduler, "optimizer", optimizer)
+    if owner is not optimizer:
+        raise ConfigError(
+            f"the scheduler {type(scheduler).__name__} was built over another optimizer "
+            f"({type(owner).__name__} at {id(owner):#x}), so it would never change this model's "
+            "learning rate; build it over the optimizer passed to compile, or pass a factory: "
+            "scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 10)"
+        )
+    return scheduler
+
+
+class PlateauInput:
+    """What a ReduceLROnPlateau steps on at each epoch end: one history column (with ``fallback``,
+    "loss" when that column is absent, i.e. "val_loss" in a fit without validation data)."""
+
+    def __init__(self, key: str, mode: str, fallback: bool) -> None:
+        self.monitor = Monitor(key, mode)
+        self.fallback = fallback
+
+    def value(self, logs: dict[str, float]) -> float:
+        """The value to step on; a ConfigError listing the columns when it is missing."""
+        if self.fallback and self.monitor.key not in logs:
+            return float(logs["loss"])
+        return self.monitor.value(logs)
+
+
+def plateau_monitor(
+    scheduler: Any, monitor: str | None, interval: str, metrics: list[Metric]
+) -> PlateauInput | None:
+    """The history column a ReduceLROnPlateau steps on (None for other schedulers), checked now:
+    its mode must agree with the column's direction, and it steps once per epoch.
+
+    ``monitor=None`` means "val_loss", or "loss" for a fit without validation data.
+    """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if monitor is not None:
+            raise ConfigError(
+                f"scheduler_monitor={monitor!r} applies to ReduceLROnPlateau; "
+                f"{type(scheduler).__name__} steps without a metric"
+            )
+        return None
+    if interval != "epoch":
+        raise ConfigError("ReduceLROnPlateau steps on an epoch's metric: use scheduler_interval='epoch'")
+    key = monitor or "val_loss"
+    wanted = direction(key, metrics)
+    if wanted is not None and wanted != scheduler.mode:
+        better = "lower" if wanted == "min" else "higher"
+        raise ConfigError(
+            f"ReduceLROnPlateau(mode={scheduler.mode!r}) is built for a metric where "
+            f"{'higher' if scheduler.mode == 'max' else 'lower'} is better, but it would step on "
+            f"{key!r}, where {better} is better: build the scheduler with mode={wanted!r}, or name "
+            "the history column it should watch with compile(scheduler_monitor=...), e.g. "
+            "'val_accuracy' for mode='max'"
+        )
+    return PlateauInput(key, scheduler.mode, fallback=monitor is None)
 
 
 def configure_accuracy(metrics: list[Metric], loss: Any) -> None:

@@ -21,7 +21,14 @@ from ember.checkpoint.objects import load_states, save_states
 from ember.data.adapt import data_state, load_data_state
 from ember.errors import CheckpointError, ConfigError
 
-__all__ = ["load_training", "resolve_resume", "restore_rng_states", "rng_states", "save_training"]
+__all__ = [
+    "interrupt_note",
+    "load_training",
+    "resolve_resume",
+    "restore_rng_states",
+    "rng_states",
+    "save_training",
+]
 
 
 def rng_states() -> dict[str, Any]:
@@ -103,6 +110,7 @@ def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[di
         "in_epoch": in_epoch,
     }
     extra = {
+        "classes": _classes(model),
         "progress": progress,
         "history": model.history_rows,
         "data": None if state.train_data is None else data_state(state.train_data, data_epoch, position),
@@ -118,6 +126,23 @@ def _load_into(obj: Any, state: Any, name: str, path: Path) -> None:
         raise CheckpointError(f"{path}: the saved {name} does not fit: {exc}") from exc
 
 
+def _classes(model: Any) -> dict[str, str]:
+    """The class names of the objects whose states a checkpoint holds (other than the net)."""
+    names = ("optimizer", "scheduler", "scaler")
+    return {n: type(obj).__name__ for n in names if (obj := getattr(model, n, None)) is not None}
+
+
+def _check_classes(saved: dict[str, str], current: dict[str, str], path: Path) -> None:
+    """A state saved by an Adam loads into an SGD without a word and fails steps later: refuse it."""
+    for name, cls in saved.items():
+        if name in current and current[name] != cls:
+            raise CheckpointError(
+                f"{path} holds the state of a {cls} {name}, but this model's {name} is a "
+                f"{current[name]}: compile with a {cls} to resume, or load only the weights with "
+                f"ember.load_weights(net, {str(path)!r})"
+            )
+
+
 def load_training(model: Any, path: str | Path, epochs: int | None = None, restore_rng: bool = True) -> bool:
     """Restore ``model``'s training state from ``path``; True when it stopped inside an epoch.
 
@@ -131,6 +156,7 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     if extra["world_size"] != world:
         raise CheckpointError(f"{path} was saved by {extra['world_size']} processes; this run has {world}")
     _load_into(model.net, states["model"], "model", path)
+    _check_classes(extra.get("classes", {}), _classes(model), path)
     for name in ("optimizer", "scheduler", "scaler"):
         obj = getattr(model, name, None)
         if (obj is None) != (name not in states):
@@ -174,3 +200,23 @@ def resolve_resume(resume: str | Path, callbacks: list[Any]) -> Path:
     if not found:
         raise CheckpointError(f"nothing to resume from: {path} holds no complete checkpoint")
     return found[-1]
+
+
+def interrupt_note(state: Any) -> str:
+    """One line for a fit stopped by Ctrl-C or SIGTERM: where it stopped, the newest checkpoint of
+    its ModelCheckpoint (or that there is none) and the ``resume=`` call that continues."""
+    cause = state.interrupted or "an interrupt"
+    where = f"epoch {state.epoch}, step {state.step} (batch {state.batch} of the epoch)"
+    keepers = [cb for cb in state.callbacks if hasattr(cb, "dirpath") and hasattr(cb, "latest")]
+    found = [(cb.dirpath, newest) for cb in keepers if (newest := cb.latest()) is not None]
+    if not found:
+        reason = "ModelCheckpoint wrote none yet" if keepers else "no ModelCheckpoint is in callbacks"
+        return (
+            f"ember: training stopped by {cause} at {where}; no checkpoint to resume from ({reason}): "
+            "add callbacks=[ember.callbacks.ModelCheckpoint('runs/name')] to make fits resumable"
+        )
+    folder, newest = found[0]
+    return (
+        f"ember: training stopped by {cause} at {where}; newest checkpoint: {newest}; continue with "
+        f"model.fit(..., resume={str(folder)!r})"
+    )

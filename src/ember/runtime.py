@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ember._tree import tree_map
 from ember.errors import ConfigError
 
 __all__ = ["PRECISIONS", "DistributedRuntime", "Runtime", "create_runtime", "resolve_device"]
@@ -71,6 +72,16 @@ class Runtime:
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
         return self._autocast(cache)
+
+    def from_autocast(self, outputs: Any, net: torch.nn.Module) -> Any:
+        """``outputs`` with the tensors autocast produced (bfloat16 / float16) cast to the dtype of
+        ``net``'s parameters, so predictions leave the model in the user's precision."""
+        low = self._autocast_dtype
+        first = next((p for p in net.parameters() if p.is_floating_point()), None)
+        dtype = torch.float32 if first is None else first.dtype
+        if low is None or dtype == low:
+            return outputs
+        return tree_map(lambda t: t.to(dtype) if t.dtype == low else t, outputs)
 
     def make_scaler(self) -> torch.amp.GradScaler | None:
         """A gradient scaler for "16" precision, else None."""

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from ember.arguments import check_count
+
 __all__ = ["seed_everything"]
 
 
@@ -27,6 +29,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         >>> _ = seed_everything(0); bool(torch.rand(1) == a)
         True
     """
+    check_count("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds every CUDA device as well

@@ -30,7 +30,10 @@ class TrainState:
         steps_per_epoch: batches per epoch, or None when the data has no length.
         logs: the last finished epoch's values (``loss``, metrics, ``val_*``, ``lr``, ``seconds``).
         running: the running values of the current epoch as of the last refresh.
-        should_stop: set by a callback to end training after the current epoch.
+        should_stop: set by a callback to end training: set in ``on_epoch_end``, after that epoch;
+            set during an epoch (``on_train_batch_end``, ``on_refresh``), at the next step boundary:
+            that epoch is validated and logged over the batches it trained (its history row has a
+            ``batches`` column). With several processes, set it on every process alike.
         read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
         fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
             the original one's, so ``epochs`` means the same in both).

@@ -31,7 +31,8 @@ class Callback:
     1. ``on_fit_start(state)``: once, before the first epoch of a ``fit`` call.
     2. ``on_epoch_start(state)``: before each epoch's first batch.
     3. ``on_train_batch_end(state)``: after every optimizer step (keep it cheap; reading values
-       with ``state.read_running()`` costs a device sync).
+       with ``state.read_running()`` costs a device sync). ``state.should_stop = True`` here ends
+       the epoch at this step (validated and logged over the batches done) and the fit.
     4. ``on_refresh(state)``: a few times a second at most, after ``state.running`` was refreshed
        with one device read (progress displays).
     5. ``on_epoch_end(state)``: after training and validation of an epoch; ``state.logs`` is complete.

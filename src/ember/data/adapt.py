@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ember.arguments import check_count
 from ember.data.device import DeviceLoader
 from ember.data.loading import loader, rebuild
 from ember.data.order import Shard
@@ -36,8 +37,9 @@ def as_batches(
     """An iterable of batches for ``data``.
 
     Args:
-        data: a DataLoader (or any iterable of batches), a Dataset, a tensor / array / DataFrame, or a
-            tuple ``(x, y)`` of those.
+        data: a DataLoader (or any iterable of batches), a Dataset, a list of ``(x, y)`` samples
+            (a target that is a number or a 0-dim tensor marks a sample; it is batched like a
+            Dataset), a tensor / array / DataFrame, or a tuple ``(x, y)`` of those.
         batch_size: for Datasets and arrays (default 32); an error with a DataLoader, which has its own.
         shuffle: shuffle Datasets and arrays every epoch.
         what: how errors name the data ("training data", ...).
@@ -59,6 +61,7 @@ def as_batches(
 
 
 def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> Iterable[Any]:
+    check_count("batch_size", batch_size, 1, allow_none=True)
     if isinstance(data, list) and not data:
         raise DataError(f"{what} is an empty list")
     if isinstance(data, DataLoader) or _is_batch_iterable(data):
@@ -68,8 +71,8 @@ def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> 
             )
         return (rebuild(data) or data) if isinstance(data, DataLoader) else data
     size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(data, Dataset):
-        if len(data) == 0:  # type: ignore[arg-type]
+    if isinstance(data, Dataset) or _is_sample_list(data):
+        if len(data) == 0:
             raise DataError(f"{what} is an empty Dataset")
         return loader(data, batch_size=size, shuffle=shuffle)
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -83,10 +86,19 @@ def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> 
     return DeviceLoader(*dataset.tensors, batch_size=size, shuffle=shuffle)
 
 
+def _is_sample_list(data: Any) -> bool:
+    """A list of ``(x, y)`` samples, as a DataLoader would take it: the last element of its first
+    item is a number or a 0-dim tensor (a batch's target has a batch dimension)."""
+    if not (isinstance(data, list) and data and isinstance(data[0], (tuple, list)) and data[0]):
+        return False
+    last = data[0][-1]
+    return isinstance(last, (int, float)) or (isinstance(last, torch.Tensor) and last.dim() == 0)
+
+
 def _is_batch_iterable(data: Any) -> bool:
     """Iterables of batches that are not array-like (DeviceLoader, generators, custom loaders)."""
-    if isinstance(data, list):  # a list of batches, not a list of numbers
-        return isinstance(data[0], (tuple, list, dict))
+    if isinstance(data, list):  # a list of batches, not a list of numbers or of samples
+        return isinstance(data[0], (tuple, list, dict)) and not _is_sample_list(data)
     if isinstance(data, (torch.Tensor, tuple, dict, str, bytes, Dataset)):
         return False
     if hasattr(data, "__array__") or hasattr(data, "to_numpy"):
