@@ -230,3 +230,71 @@ def test_compiled_model_is_summarised_through_the_original():
     net = nn.Linear(3, 2)
     s = summary(torch.compile(net), input_shape=(3,), verbose=0)
     assert s.total_params == 8
+
+
+class Block(nn.Module):
+    """The series' parameter-free last block: it takes the net's input as a second argument."""
+
+    def forward(self, x, x_input):
+        return torch.max((1 + x) * x_input[:, -1, :], torch.tensor(0.0))
+
+
+class LstmNet(nn.Module):
+    """The series' time-series net: a 5-layer LSTM, a Linear and a Block, summarised on (8, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=3, hidden_size=3, num_layers=5, batch_first=True)
+        self.linear = nn.Linear(3, 3)
+        self.block = Block()
+
+    def forward(self, x_input):
+        x = self.lstm(x_input)[0][:, -1, :]
+        return self.block(self.linear(x), x_input)
+
+
+# As the series prints it for `model.summary(input_shape=(8,3), input_dtype=torch.FloatTensor)`.
+LSTM_TABLE = """\
+----------------------------------------------------------------
+        Layer (type)               Output Shape         Param #
+================================================================
+              LSTM-1                 [-1, 8, 3]             480
+            Linear-2                    [-1, 3]              12
+             Block-3                    [-1, 3]               0
+================================================================
+Total params: 492
+Trainable params: 492
+Non-trainable params: 0
+----------------------------------------------------------------
+Input size (MB): 0.000092
+Forward/backward pass size (MB): 0.000229
+Params size (MB): 0.001877
+Estimated Total Size (MB): 0.002197
+----------------------------------------------------------------"""
+
+
+def test_legacy_tuple_output_counts_its_first_tensor_as_the_series_prints():
+    s = summary(LstmNet(), input_shape=(8, 3), verbose=0, legacy=True)
+    assert str(s) == LSTM_TABLE
+    # LSTM (out [8, 3]) + Linear [3] + Block [3], 4 bytes each, forward and backward
+    assert s.forward_backward_bytes == 2 * 4 * (24 + 3 + 3) == 240
+    assert (s.input_bytes, s.param_bytes, s.total_params) == (96, 1968, 492)
+
+
+def test_tuple_output_counts_every_tensor_outside_legacy_mode():
+    s = summary(LstmNet(), input_shape=(8, 3), verbose=0)
+    # out [8, 3], h and c [5 layers, 3] each per sample, Linear [3], Block [3]
+    assert s.rows[0].output_elements == 24 + 15 + 15
+    assert s.forward_backward_bytes == 2 * 4 * (24 + 15 + 15 + 3 + 3) == 480
+    assert "Forward/backward pass size (MB): 0.000458" in str(s).splitlines()
+    assert "[-1, 8, 3] tuple[2]" in str(s)
+
+
+def test_summary_prints_the_table_once_and_its_repr_is_one_line(capsys):
+    s = summary(Net(), input_shape=(3, 32, 32))
+    out = capsys.readouterr().out
+    assert out == str(s) + "\n" and out.count("Layer (type)") == 1
+    # a notebook shows the repr of a cell's last expression: a line, not the table again
+    assert repr(s) == "ModelSummary(11 rows, total_params=54,273, trainable_params=54,273, flops=13,949,760)"
+    assert summary(Net(), input_shape=(3, 32, 32), verbose=0) is not None
+    assert capsys.readouterr().out == ""

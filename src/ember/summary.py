@@ -2,7 +2,9 @@
 
 Runs one forward pass with hooks on every module, under no_grad, then restores the modules' train/eval
 modes, buffers (BatchNorm statistics) and the RNG states, so the model is exactly as before. Totals come
-from the module tree (each parameter once), not from the rows. Knows torch only.
+from the module tree (each parameter once), not from the rows. ``summary`` prints the table and returns
+a :class:`ModelSummary` whose ``repr`` is one line, so a notebook cell ending in ``summary(...)`` shows
+the table once. Knows torch only.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ class LayerRow:
 
 @dataclass
 class ModelSummary:
-    """The result of :func:`summary`; ``str()`` is the table.
+    """The result of :func:`summary`; ``str()`` is the table, ``repr()`` a one-line digest.
+
+    The repr is short because :func:`summary` already prints the table: a notebook shows the repr of a
+    cell's last expression, and a full-table repr would show the table twice. ``print(s)`` shows it again.
 
     Attributes:
         rows: one per module call, in call order.
@@ -51,6 +56,7 @@ class ModelSummary:
         buffer_count: elements in buffers (BatchNorm statistics...), reported separately.
         input_bytes / forward_backward_bytes / param_bytes: the size estimate's parts.
         flops: forward FLOPs for ``batch`` samples.
+        legacy: the tutorial series' conventions (see :func:`summary`).
     """
 
     rows: list[LayerRow]
@@ -70,7 +76,11 @@ class ModelSummary:
 
     @property
     def forward_backward_bytes(self) -> int:
-        """2 x the bytes of every row's output (activations and their gradients)."""
+        """2 x the bytes of every row's output (activations and their gradients).
+
+        A row's output is every tensor it returns, or in legacy mode only the first one (an LSTM's
+        ``out``, not its ``(h, c)``), as the tutorial series counts.
+        """
         return 2 * sum(r.output_bytes for r in self.rows)
 
     @property
@@ -99,7 +109,10 @@ class ModelSummary:
     def to_markdown(self) -> str:
         """The rows as a Markdown table plus the totals."""
         lines = ["| Layer (type) | Output Shape | Param # | FLOPs |", "|---|---|---:|---:|"]
-        lines += [f"| {r.name} | {_shape_text(r)} | {self._param_text(r)} | {r.flops:,} |" for r in self.rows]
+        lines += [
+            f"| {r.name} | {_shape_text(r, self.legacy)} | {self._param_text(r)} | {r.flops:,} |"
+            for r in self.rows
+        ]
         lines += [
             "",
             f"Total params: {self.total_params:,}  ",
@@ -119,7 +132,7 @@ class ModelSummary:
         rule = "-" * (_WIDTH + (16 if flops else 0))
         lines = [rule, header + (" {:>15}".format("FLOPs") if flops else ""), "=" * len(rule)]
         for r in self.rows:
-            line = f"{r.name:>20}  {_shape_text(r):>25} {self._param_text(r):>15}"
+            line = f"{r.name:>20}  {_shape_text(r, self.legacy):>25} {self._param_text(r):>15}"
             lines.append(line + (f" {r.flops:>15,}" if flops else ""))
         lines += [
             "=" * len(rule),
@@ -143,12 +156,18 @@ class ModelSummary:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return str(self)
+        return (
+            f"ModelSummary({len(self.rows)} rows, total_params={self.total_params:,}, "
+            f"trainable_params={self.trainable_params:,}, flops={self.flops:,})"
+        )
 
 
-def _shape_text(row: LayerRow) -> str:
-    text = str(row.output_shape) if row.output_shape else "-"
-    return f"{text} {row.structure}" if row.structure else text
+def _shape_text(row: LayerRow, legacy: bool) -> str:
+    """The output shape cell; legacy tables show a tuple output by its first tensor's shape alone."""
+    if not row.output_shape:
+        return f"- {row.structure}" if row.structure else "-"
+    text = str(row.output_shape)
+    return f"{text} {row.structure}" if row.structure and not legacy else text
 
 
 def summary(
@@ -174,10 +193,11 @@ def summary(
         device: where inputs are made (default: the model's device; "meta" allocates nothing).
         depth: None: one row per leaf module; d: rows for modules down to depth d, deeper ones folded.
         verbose: 1 prints the table, 0 only returns it.
-        legacy: the tutorial series' sizes (4 bytes per element whatever the dtype, no FLOPs column).
+        legacy: the tutorial series' table: 4 bytes per element whatever the dtype, only the first
+            tensor of a tuple output counted in the forward/backward size and shown, no FLOPs column.
 
     Returns:
-        A ModelSummary (``str()`` is the table).
+        A ModelSummary: ``str()`` is the table, ``repr()`` one line (the table is printed once).
 
     Example:
         >>> s = summary(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), input_shape=(4,), verbose=0)
@@ -383,7 +403,8 @@ def _describe_output(
             )
         )
     if counted:
-        tensors = _tensors(output)
+        # the series' torchkeras.summary sized a tuple output by its first element alone
+        tensors = ([tensor] if tensor is not None else []) if legacy else _tensors(output)
         row.output_elements = sum(_per_batch(t.numel(), scale) for t in tensors)
         row.output_bytes = sum(
             _per_batch(t.numel(), scale) * (4 if legacy else t.element_size()) for t in tensors

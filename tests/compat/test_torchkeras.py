@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ember.compat import torchkeras
+from tests.test_summary import LSTM_TABLE, LstmNet
 
 
 class CnnModel(nn.Module):
@@ -62,7 +63,7 @@ def test_tutorial_class_style_snippet(loaders, capsys):
     out = capsys.readouterr().out
     assert list(dfhistory.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert isinstance(dfhistory, pd.DataFrame) and dfhistory["epoch"].tolist() == [1, 2, 3]
-    assert out.count("[step = 3] loss: ") == 3 and "[step = 9]" in out and "[step = 4]" not in out
+    assert out.count("{'step': 3, 'loss': ") == 3 and "{'step': 9, " in out and "'step': 4," not in out
     assert "| epoch |" in out and "Finished Training" in out
     assert dfhistory["val_accuracy"].iloc[-1] > 0.9
     result = model.evaluate(dl_valid)
@@ -99,9 +100,10 @@ class Net(torchkeras.Model):
 
 def test_subclass_style_summary_and_fit_without_validation(capsys):
     net = Net()
-    s = net.summary(input_shape=(200,), input_dtype=torch.LongTensor)
+    assert net.summary(input_shape=(200,), input_dtype=torch.LongTensor) is None
     out = capsys.readouterr().out
-    assert "Input size (MB): 0.000763" in out and s.rows[0].output_shape == [-1, 200, 3]
+    assert "Input size (MB): 0.000763" in out
+    assert "Embedding-1               [-1, 200, 3]             150" in out
     assert sorted(net.state_dict()) == ["dense.bias", "dense.weight", "embedding.weight"]
     x = torch.randint(0, 50, (64, 200))
     y = (x[:, 0] > 25).float().unsqueeze(1)
@@ -116,9 +118,44 @@ def test_subclass_style_summary_and_fit_without_validation(capsys):
 
 def test_summary_of_a_small_regression_net(capsys):
     model = torchkeras.Model(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)))
-    s = model.summary(input_shape=(8, 3))
-    assert s.rows[0].output_shape == [-1, 8, 4] and s.total_params == 21
-    assert "Total params: 21" in capsys.readouterr().out
+    assert model.summary(input_shape=(8, 3)) is None
+    out = capsys.readouterr().out
+    assert "Linear-1                 [-1, 8, 4]              16" in out and "Total params: 21" in out
+
+
+def test_summary_prints_the_series_table_once_and_returns_none(capsys):
+    """The series' LSTM example: in a notebook the cell shows the table once, nothing after it."""
+    model = torchkeras.Model(LstmNet())
+    assert model.summary(input_shape=(8, 3), input_dtype=torch.FloatTensor) is None
+    assert capsys.readouterr().out == LSTM_TABLE + "\n"
+    assert torchkeras.summary(LstmNet(), input_shape=(8, 3)) is None
+    assert capsys.readouterr().out == LSTM_TABLE + "\n"
+
+
+def mae(y_pred, y_true):
+    return torch.mean(torch.abs(y_pred - y_true))
+
+
+def third(y_pred, y_true):
+    return mae(y_pred, y_true) / 3
+
+
+def test_step_log_is_the_legacy_dict_of_rounded_running_means(capsys):
+    """Zero weights and lr=0: every batch's loss and metrics are known exactly."""
+    net = nn.Linear(1, 1)
+    nn.init.zeros_(net.weight)
+    nn.init.zeros_(net.bias)
+    model = torchkeras.Model(net)
+    model.compile(
+        loss_func=nn.MSELoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        metrics_dict={"mae": mae, "third": third},
+    )
+    x, y = torch.zeros(6, 1), torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]])
+    model.fit(2, DataLoader(TensorDataset(x, y), batch_size=2), log_step_freq=2)
+    steps = [line for line in capsys.readouterr().out.splitlines() if "step" in line]
+    # step 2: loss (1+4+9+16)/4, mae (1+2+3+4)/4; 2.5 / 3 rounded to 3 places
+    assert steps == ["{'step': 2, 'loss': 7.5, 'mae': 2.5, 'third': 0.833}"] * 2
 
 
 def test_predict_accepts_one_tuples_and_pairs():

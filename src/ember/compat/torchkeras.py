@@ -3,7 +3,8 @@
 ``from ember.compat import torchkeras`` lets the tutorial's class-style code run unchanged: wrap a net
 (``torchkeras.Model(net)``, state-dict keys prefixed ``net.``) or subclass ``torchkeras.Model`` with
 your own layers and ``forward``. ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``summary`` keep
-their legacy signatures and return values; the training itself is ember's loop.
+their legacy signatures, printed output and return values (``summary`` prints the table and returns
+None, so a notebook shows it once); the training itself is ember's loop.
 """
 
 from __future__ import annotations
@@ -20,22 +21,32 @@ from ember.callbacks import Callback
 from ember.errors import ConfigError
 from ember.model import Model as EmberModel
 from ember.state import TrainState
-from ember.summary import ModelSummary
 from ember.summary import summary as ember_summary
 
 __all__ = ["Model", "summary"]
 
 
 class _StepLog(Callback):
-    """Prints ``[step = N] loss: ..., <metric>: ...`` every ``every`` steps (a sync each time)."""
+    """Prints ``{'step': N, 'loss': ..., '<metric>': ...}`` every ``every`` steps (a sync each time)."""
 
     def __init__(self, every: int) -> None:
         self.every = max(1, int(every))
 
     def on_train_batch_end(self, state: TrainState) -> None:
         if state.batch % self.every == 0:
-            values = ", ".join(f"{k}: {v:.3f}" for k, v in state.read_running().items())
-            print(f"[step = {state.batch}] {values}", flush=True)
+            print(_step_line(state.batch, state.read_running()), flush=True)
+
+
+def _step_line(step: int, running: Mapping[str, float]) -> str:
+    """The legacy step log line: a dict of the step and the running values rounded to 3 places.
+
+    Example:
+        >>> _step_line(20, {"loss": 179.8581, "mae": 10.64})
+        "{'step': 20, 'loss': 179.858, 'mae': 10.64}"
+    """
+    logs: dict[str, float] = {"step": step}
+    logs.update({k: round(float(v), 3) for k, v in _legacy_logs(running).items()})
+    return str(logs)
 
 
 class _EpochTable(Callback):
@@ -129,17 +140,30 @@ class Model(nn.Module):
         engine = self._engine or EmberModel(self)
         return engine.predict(dl)
 
-    def summary(
-        self, input_shape: Any, input_dtype: Any = torch.FloatTensor, batch_size: int = -1
-    ) -> ModelSummary:
-        """The tutorial series' summary table (sizes at 4 bytes per element)."""
-        return summary(self, input_shape, input_dtype, batch_size)
+    def summary(self, input_shape: Any, input_dtype: Any = torch.FloatTensor, batch_size: int = -1) -> None:
+        """Print the tutorial series' summary table of this model; returns None, as the legacy call did.
+
+        Use :func:`ember.summary` for the table as an object.
+        """
+        summary(self, input_shape, input_dtype, batch_size)
 
 
 def summary(
     model: nn.Module, input_shape: Any, input_dtype: Any = torch.FloatTensor, batch_size: int = -1
-) -> ModelSummary:
-    """``torchkeras.summary(net, input_shape=...)`` as the tutorial prints it."""
-    return ember_summary(
-        model, input_shape=input_shape, dtypes=input_dtype, batch_size=batch_size, legacy=True
+) -> None:
+    """Print ``torchkeras.summary(net, input_shape=...)``'s table as the tutorial series does.
+
+    Sizes count 4 bytes per element and only the first tensor of a tuple output; nothing is
+    returned (the legacy call returned None), so a notebook cell ending in it shows the table once.
+
+    Example:
+        >>> summary(nn.Linear(3, 1), input_shape=(3,))  # doctest: +ELLIPSIS
+        ----------------------------------------------------------------
+        ...
+        Total params: 4
+        ...
+    """
+    table = ember_summary(
+        model, input_shape=input_shape, dtypes=input_dtype, batch_size=batch_size, legacy=True, verbose=0
     )
+    print(table, flush=True)
