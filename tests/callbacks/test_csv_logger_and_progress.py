@@ -1,6 +1,7 @@
 import csv
 import io
 
+import pytest
 import torch
 from torch import nn
 
@@ -113,3 +114,104 @@ def test_tensorboard_missing_is_explained(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ConfigError, match=r"pip install 'ember\[tensorboard\]'"):
         _model().fit(DATA, epochs=1, verbose=0, callbacks=[TensorBoardLogger(tmp_path / "tb")])
+
+
+def test_running_values_shrink_to_the_room_without_cutting_a_value():
+    from ember.callbacks.progress import running_postfix
+
+    logs = {"loss": 0.123456, "accuracy": 0.95, "val_precision": 1234.5, "lr": 0.1}
+    full = "loss: 0.1235 - accuracy: 0.9500 - val_precision: 1234.5000"
+    assert running_postfix(logs, None) == full
+    assert running_postfix(logs, len(full)) == full
+    assert running_postfix(logs, 40) == "loss=0.123 acc=0.95 val_prec=1.23e+03"
+    assert running_postfix(logs, 24) == "loss=0.123 acc=0.95 ..."
+    assert running_postfix(logs, 14) == "loss=0.123 ..."
+    assert running_postfix(logs, 5) == "..."
+    assert running_postfix(logs, 2) == ""
+
+
+def test_epoch_values_wrap_between_values_with_validation_on_its_own_lines():
+    from ember.callbacks.progress import wrap_logs
+
+    logs = {"loss": 0.5, "accuracy": 0.25, "f1": 1.0, "val_loss": 0.75, "val_accuracy": 0.5, "seconds": 3}
+    assert wrap_logs(logs, 80) == [
+        "  loss: 0.5000 - accuracy: 0.2500 - f1: 1.0000",
+        "  val_loss: 0.7500 - val_accuracy: 0.5000",
+    ]
+    assert wrap_logs(logs, 34) == [
+        "  loss: 0.5000 - accuracy: 0.2500",
+        "  f1: 1.0000",
+        "  val_loss: 0.7500",
+        "  val_accuracy: 0.5000",
+    ]
+    assert wrap_logs({"a_very_long_metric_name": 0.5}, 10) == ["  a_very_long_metric_name: 0.5000"]
+
+
+def _error_rate(preds, target):
+    return (preds.argmax(1) != target).float().mean()
+
+
+EIGHT_METRICS = {
+    "accuracy": "accuracy",
+    "precision": "accuracy",
+    "recall": "accuracy",
+    "balanced_accuracy": "accuracy",
+    "error_rate": _error_rate,
+    "mean_logit": lambda preds, target: preds.mean(),
+    "top_logit": lambda preds, target: preds.max(1).values.mean(),
+    "logit_spread": lambda preds, target: preds.std(),
+}
+
+
+@pytest.mark.parametrize(("width", "forced"), [(80, False), (120, False), (80, True)])
+def test_live_bar_fits_every_metric_and_value_in_the_terminal_width(width, forced, monkeypatch):
+    import tqdm.std
+
+    if not forced:  # the terminal's width, as tqdm measures it
+        monkeypatch.setattr(tqdm.std, "_screen_shape_wrapper", lambda: lambda fp: (width, 24))
+    net = mlp()
+    model = ember.Model(net).compile(
+        loss=nn.CrossEntropyLoss(),
+        metrics=EIGHT_METRICS,
+        device="cpu",
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+    )
+    stream = _Terminal()
+    bar = (
+        ProgressBar(stream=stream, interval=0.0, ncols=width)
+        if forced
+        else ProgressBar(stream=stream, interval=0.0)
+    )
+    history = model.fit(
+        DATA,
+        epochs=2,
+        batch_size=10,
+        validation_data=DATA,
+        callbacks=[bar],
+        verbose=0,
+    )
+    text = stream.getvalue()
+    lines = text.replace("\r", "\n").splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert len(history.columns) == 1 + 2 * 9 + 2  # epoch, 9 values and their val_ versions, lr, seconds
+    first, second = text.split("Epoch 2/2", 1)
+    for epoch, summary in enumerate([first.split("Epoch 1/2")[-1], second.split("Epoch 2/2")[-1]]):
+        for name in history.columns.drop(["epoch", "lr", "seconds"]):
+            assert f"{name}: {history[name].iloc[epoch]:.4f}" in summary, (name, summary)
+    running = [line for line in lines if "Epoch 1/2" in line and any(f"| {k}/4 [" in line for k in (1, 2, 3))]
+    assert running and all("loss=" in line for line in running)  # compact running values during the epoch
+
+
+def test_epoch_values_that_fit_stay_on_the_bar_line():
+    stream = _Terminal()
+    model = _model()
+    history = model.fit(
+        DATA,
+        epochs=1,
+        batch_size=10,
+        callbacks=[ProgressBar(stream=stream, interval=0.0, ncols=120)],
+        verbose=0,
+    )
+    last = stream.getvalue().replace("\r", "\n").splitlines()[-1]
+    logs = f"loss: {history['loss'].iloc[0]:.4f} - accuracy: {history['accuracy'].iloc[0]:.4f}"
+    assert last.startswith("Epoch 1/1: 100%") and last.endswith(f"step/s, {logs}]") and len(last) <= 120

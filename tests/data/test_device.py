@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ember.data import DeviceLoader, random_crop, random_flip
+from ember.data.device import scaled_tensors
 from ember.errors import DataError
 
 
@@ -121,3 +122,81 @@ def test_lazy_batches_materialize_to_the_same_batches(shuffle):
         assert [p.b for p in pending] == [0, 1, 2] and [len(p.index) for p in pending] == [4, 4, 2]
         for (x, y), (lx, ly) in zip(eager, [p.materialize() for p in pending], strict=True):
             assert torch.equal(x, lx) and torch.equal(y, ly)
+
+
+def test_uint8_class_labels_keep_their_values():
+    x = torch.randn(10, 4)
+    labels = torch.arange(10, dtype=torch.uint8)
+    features, target = next(iter(DeviceLoader(x, labels, batch_size=10)))
+    assert target.dtype == torch.uint8 and target.tolist() == list(range(10))
+    assert torch.equal(features, x)
+
+
+def test_uint8_images_are_scaled_but_their_uint8_masks_are_not():
+    images = torch.full((4, 3, 2, 2), 51, dtype=torch.uint8)
+    masks = torch.tensor([0, 1, 2, 255], dtype=torch.uint8).view(4, 1, 1).expand(4, 2, 2).contiguous()
+    x, y = next(iter(DeviceLoader(images, masks, batch_size=4, shuffle=True, seed=0)))
+    assert x.dtype == torch.float32 and torch.all(x == 0.2)
+    assert y.dtype == torch.uint8 and sorted(y[:, 0, 0].tolist()) == [0, 1, 2, 255]
+
+
+def test_the_rule_scales_only_uint8_inputs_with_at_least_three_dims():
+    u8 = torch.zeros
+    ids = u8(4, dtype=torch.uint8)  # token ids / categorical codes: not images
+    features = u8(4, 5, dtype=torch.uint8)  # 2-d: a table, not an image
+    gray = u8(4, 6, 6, dtype=torch.uint8)  # (N, H, W)
+    rgb = u8(4, 3, 6, 6, dtype=torch.uint8)  # (N, C, H, W)
+    floats = torch.zeros(4, 3, 6, 6)
+    assert scaled_tensors([rgb]) == [True]  # a lone tensor is an input (predict)
+    assert scaled_tensors([gray]) == [True]
+    assert scaled_tensors([ids]) == [False]
+    assert scaled_tensors([rgb, gray]) == [True, False]  # the last is the target (a mask)
+    assert scaled_tensors([ids, features, gray, rgb, ids]) == [False, False, True, True, False]
+    assert scaled_tensors([floats, rgb]) == [False, False]
+    assert scaled_tensors([rgb, ids], scale_uint8=False) == [False, False]
+    assert scaled_tensors([features, ids], scale_uint8=[True, False]) == [True, False]
+
+
+def test_explicit_scale_choices_are_checked():
+    images, labels = torch.zeros(4, 784, dtype=torch.uint8), torch.zeros(4)
+    flat, _ = next(iter(DeviceLoader(images + 255, labels, batch_size=4, scale_uint8=[True, False])))
+    assert flat.dtype == torch.float32 and flat.max().item() == 1.0
+    with pytest.raises(DataError, match="scale_uint8 has 1 entries for 2 tensors"):
+        DeviceLoader(images, labels, scale_uint8=[True])
+    with pytest.raises(DataError, match=r"tensor 1 is torch.float32"):
+        DeviceLoader(images, labels, scale_uint8=[True, True])
+
+
+def test_lazy_batches_scale_images_and_leave_uint8_labels_alone():
+    images = torch.full((6, 1, 2, 2), 255, dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(6, dtype=torch.uint8), batch_size=3, shuffle=True, seed=1)
+    loader.lazy = True
+    batches = [p.materialize() for p in loader]
+    assert all(x.dtype == torch.float32 and x.max().item() == 1.0 for x, _ in batches)
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == [0, 1, 2, 3, 4, 5]
+    assert all(y.dtype == torch.uint8 for _, y in batches)
+
+
+def test_fit_with_uint8_class_labels_trains_on_the_labels_themselves():
+    import ember
+    from tests.conftest import mlp
+
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    seen = []
+
+    class Spy(ember.Model):
+        def compute_loss(self, preds, target):
+            seen.append(target.clone())
+            return super().compute_loss(preds, target)
+
+    def fit(labels):
+        ember.seed_everything(0)
+        model = Spy(mlp()).compile(loss=torch.nn.CrossEntropyLoss(), metrics=["accuracy"], device="cpu")
+        return model.fit((x, labels), epochs=2, batch_size=20, shuffle=False, verbose=0)
+
+    history = fit(y.to(torch.uint8))
+    assert [t.tolist() for t in seen[:3]] == [y[i : i + 20].tolist() for i in (0, 20, 40)]
+    assert seen[0].dtype == torch.uint8
+    as_int64 = fit(y)  # the same training as with int64 labels
+    columns = ["loss", "accuracy"]
+    assert history[columns].values.tolist() == as_int64[columns].values.tolist()

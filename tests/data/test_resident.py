@@ -107,3 +107,15 @@ def test_fit_on_device_trains_with_on_device_augmentation():
     assert len(history) == 2
     with pytest.raises(ConfigError, match="augment= runs on device-resident batches"):
         model.fit((images, labels), augment=random_flip(), verbose=0)
+
+
+def test_resident_images_are_scaled_and_uint8_labels_and_masks_keep_their_values():
+    images = torch.full((6, 3, 2, 2), 255, dtype=torch.uint8)
+    labels = torch.arange(6, dtype=torch.uint8)
+    x, y = next(iter(resident_loader((images, labels), CPU, batch_size=6, shuffle=False)))
+    assert x.dtype == torch.float32 and x.max().item() == 1.0
+    assert y.dtype == torch.uint8 and y.tolist() == [0, 1, 2, 3, 4, 5]
+    masks = labels.view(6, 1, 1).expand(6, 2, 2).contiguous()
+    dl = DataLoader(TensorDataset(images, masks), batch_size=3)
+    x, y = next(iter(resident_loader(dl, CPU)))
+    assert x.max().item() == 1.0 and torch.equal(y, masks[:3])

@@ -4,7 +4,9 @@ The dataset moves to ``device`` once; every epoch's order is a permutation drawn
 ``(seed, epoch)`` on that device, and random batch augmentation is seeded from ``(seed, epoch, batch)``
 (numpy's SeedSequence mixes the numbers), so what a batch holds depends on neither the process history
 nor where training was resumed. ``state_dict`` holds seed, epoch and position. uint8 images stay uint8
-on the device until their batch is cut. Knows torch and numpy only.
+on the device until their batch is cut and are then scaled to float32 in [0, 1]; targets and other
+uint8 tensors (labels, masks, ids) keep their values (see ``scaled_tensors``). Knows torch and numpy
+only.
 """
 
 from __future__ import annotations
@@ -18,9 +20,51 @@ import torch
 from ember.data.order import Shard, epoch_generator
 from ember.errors import DataError
 
-__all__ = ["DeviceLoader", "LazyBatch", "random_crop", "random_flip"]
+__all__ = ["DeviceLoader", "LazyBatch", "random_crop", "random_flip", "scaled_tensors"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+_IMAGE_DIMS = 3  # (N, H, W) or more: (N, C, H, W), (N, C, D, H, W)
+
+
+def scaled_tensors(tensors: Sequence[torch.Tensor], scale_uint8: bool | Sequence[bool] = True) -> list[bool]:
+    """Which of a loader's ``tensors`` are uint8 images, scaled to float32 in [0, 1] per batch.
+
+    With ``scale_uint8=True`` a tensor is scaled when it is uint8, has at least 3 dimensions
+    ((N, H, W), (N, C, H, W), ...) and is an input: with two or more tensors the last one is the
+    target and is never scaled (class labels, segmentation masks). 1-d and 2-d uint8 inputs (token
+    ids, categorical features) keep their values. ``False`` scales nothing; a sequence of bools, one
+    per tensor, names the scaled tensors explicitly (each must be uint8).
+
+    Raises:
+        DataError: a sequence of the wrong length, or one that marks a tensor that is not uint8.
+
+    Example:
+        >>> images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+        >>> scaled_tensors([images, torch.zeros(4, dtype=torch.uint8)])
+        [True, False]
+    """
+    if isinstance(scale_uint8, bool):
+        last = len(tensors) - 1 if len(tensors) > 1 else None
+        return [
+            scale_uint8 and i != last and t.dtype == torch.uint8 and t.dim() >= _IMAGE_DIMS
+            for i, t in enumerate(tensors)
+        ]
+    chosen = [bool(s) for s in scale_uint8]
+    if len(chosen) != len(tensors):
+        raise DataError(
+            f"scale_uint8 has {len(chosen)} entries for {len(tensors)} tensors; give one per tensor"
+        )
+    wrong = [
+        f"tensor {i} is {t.dtype}"
+        for i, (t, s) in enumerate(zip(tensors, chosen, strict=True))
+        if s and t.dtype != torch.uint8
+    ]
+    if wrong:
+        raise DataError(
+            f"scale_uint8 marks tensors that are not uint8 ({', '.join(wrong)}); only uint8 is scaled"
+        )
+    return chosen
 
 
 def random_flip(dim: int = -1, p: float = 0.5) -> Augment:
@@ -77,7 +121,11 @@ class DeviceLoader:
             ``seed_everything`` controls it).
         augment: functions ``(images, generator) -> images`` applied to the first tensor of every batch
             (e.g. ``[random_flip(), random_crop(4)]``), run on the device for the whole batch at once.
-        scale_uint8: turn uint8 tensors into float32 in [0, 1] after the gather and augmentation.
+        scale_uint8: turn uint8 images into float32 in [0, 1] after the gather and augmentation.
+            True: every uint8 input with at least 3 dimensions ((N, H, W), (N, C, H, W)); the
+            target (the last tensor, when there are two or more) and 1-d / 2-d uint8 inputs keep
+            their dtype and values. False: nothing. A sequence of bools: exactly the tensors marked
+            (one entry per tensor, uint8 only), e.g. ``[True, False]`` for flattened (N, 784) images.
 
     Example:
         >>> loader = DeviceLoader(torch.arange(5), batch_size=2)
@@ -94,7 +142,7 @@ class DeviceLoader:
         device: str | torch.device | None = None,
         seed: int | None = None,
         augment: Sequence[Augment] | Augment | None = None,
-        scale_uint8: bool = True,
+        scale_uint8: bool | Sequence[bool] = True,
     ) -> None:
         _check(tensors, batch_size)
         self.tensors = tuple(t if device is None else t.to(device) for t in tensors)
@@ -104,8 +152,8 @@ class DeviceLoader:
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.augment = [augment] if callable(augment) else list(augment or [])
         self.scale_uint8 = scale_uint8
-        uint8 = [scale_uint8 and t.dtype == torch.uint8 for t in self.tensors]
-        self._scaled = uint8 if any(uint8) else []
+        scaled = scaled_tensors(self.tensors, scale_uint8)
+        self._scaled = scaled if any(scaled) else []
         self.epoch = 0
         self.position = 0  # the next batch of the current epoch
         self.shard = Shard()

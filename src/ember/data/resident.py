@@ -4,7 +4,8 @@
 with ``gather_view`` such as TextClassificationDataset), image folders (decoded once into the user's
 cache by ``cache_images``) and CachedImages, their Subsets and concatenations, or a DataLoader over
 any of these, into a DeviceLoader on the device, after checking that it fits in the device's free
-memory. Images stay uint8 there and are scaled per batch. Knows torch, torchvision and ember.data.
+memory. Images stay uint8 there and are scaled per batch (DeviceLoader's rule: uint8 inputs with
+at least 3 dimensions; targets keep their values). Knows torch, torchvision and ember.data.
 """
 
 from __future__ import annotations
