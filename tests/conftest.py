@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ember.metrics import Metric
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -36,3 +38,16 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not available")
     return path
+
+
+class DeclaredScore(Metric):
+    """A custom metric whose name says nothing but which declares that higher is better."""
+
+    higher_is_better = True
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Nothing to add: only the declaration matters to the tests."""
+
+    def compute(self) -> torch.Tensor:
+        """A constant."""
+        return torch.tensor(0.0)

@@ -9,8 +9,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 import ember
 from ember.callbacks import Callback, EarlyStopping
 from ember.errors import ConfigError, DataError
-from ember.metrics import Metric
-from tests.conftest import mlp
+from tests.conftest import DeclaredScore, mlp
 
 
 def _compile(scheduler=None, metrics=("accuracy",), net=None, **options):
@@ -73,18 +72,9 @@ def test_a_named_column_missing_at_the_first_epoch_end_lists_the_columns(blobs):
 
 
 def test_a_plateau_scheduler_on_a_declared_metric_follows_the_declaration(blobs):
-    class Score(Metric):
-        higher_is_better = True
-
-        def update(self, preds, target):
-            pass
-
-        def compute(self):
-            return torch.tensor(1.0)
-
     with pytest.raises(ConfigError, match="where higher is better"):
-        _compile(_plateau(mode="min"), metrics=[Score("score")], scheduler_monitor="val_score")
-    _compile(_plateau(mode="max"), metrics=[Score("score")], scheduler_monitor="val_score")
+        _compile(_plateau(mode="min"), metrics=[DeclaredScore("score")], scheduler_monitor="val_score")
+    _compile(_plateau(mode="max"), metrics=[DeclaredScore("score")], scheduler_monitor="val_score")
 
 
 def test_scheduler_monitor_needs_a_plateau_scheduler_and_epochs():

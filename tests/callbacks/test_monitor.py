@@ -11,23 +11,10 @@ from ember.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ember.callbacks.monitor import Monitor
 from ember.checkpoint import read_state_dict
 from ember.errors import ConfigError
-from ember.metrics import Metric
-from tests.conftest import mlp
+from tests.conftest import DeclaredScore, mlp
 
 DATA = (torch.randn(20, 4), torch.randint(0, 3, (20,)))
 RISING_THEN_FALLING = [0.5, 0.9, 0.7, 0.6]  # best is epoch 2 when higher is better, epoch 1 when lower
-
-
-class _Score(Metric):
-    """A custom metric whose name says nothing but which declares that higher is better."""
-
-    higher_is_better = True
-
-    def update(self, preds, target):
-        pass
-
-    def compute(self):
-        return torch.tensor(0.0)
 
 
 class _Scripted(Callback):
@@ -89,7 +76,7 @@ def test_explicit_mode_wins(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_metric_objects_declare_the_direction(kind, tmp_path):
-    ember_metric = {"score": _Score("score")}
+    ember_metric = {"score": DeclaredScore("score")}
     assert _best_epoch(kind, "val_score", RISING_THEN_FALLING, tmp_path, metrics=ember_metric) == 2
     torchmetrics_metric = {"quality": MulticlassHammingDistance(num_classes=3)}  # lower is better
     assert (
