@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ember import checks
-from ember.callbacks import Callback, CallbackList, History, HistoryRecorder, ProgressBar
+from ember.callbacks import Callback, CallbackList, History, HistoryRecorder
+from ember.callbacks.progress import default_progress
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
 from ember.data.resident import fit_batches
@@ -47,12 +48,6 @@ from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
 
 __all__ = ["Model"]
-
-
-def _progress(verbose: int, callbacks: list[Callback]) -> list[Callback]:
-    """The built-in progress bar, unless ``verbose=0`` or the user passes a ProgressBar of their own."""
-    own = any(isinstance(cb, ProgressBar) for cb in callbacks)
-    return [ProgressBar(verbose=verbose)] if verbose and not own else []
 
 
 class Model:
@@ -204,7 +199,7 @@ class Model:
         data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
         cbs = CallbackList(
-            [HistoryRecorder(self.history_rows), *_progress(verbose, user_callbacks), *user_callbacks]
+            [HistoryRecorder(self.history_rows), *default_progress(verbose, user_callbacks), *user_callbacks]
         )
         state = self.state
         meters = self._start_fit(train, val, epochs, cbs)

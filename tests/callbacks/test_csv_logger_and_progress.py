@@ -7,6 +7,7 @@ from torch import nn
 
 import ember
 from ember.callbacks import CSVLogger, ProgressBar
+from ember.callbacks.progress import default_progress
 from tests.conftest import mlp
 
 
@@ -215,3 +216,11 @@ def test_epoch_values_that_fit_stay_on_the_bar_line():
     last = stream.getvalue().replace("\r", "\n").splitlines()[-1]
     logs = f"loss: {history['loss'].iloc[0]:.4f} - accuracy: {history['accuracy'].iloc[0]:.4f}"
     assert last.startswith("Epoch 1/1: 100%") and last.endswith(f"step/s, {logs}]") and len(last) <= 120
+
+
+def test_fit_adds_no_second_bar_when_the_user_passes_one():
+    own = ProgressBar(verbose=2)
+    assert default_progress(1, [own]) == []
+    assert default_progress(0, []) == []
+    added = default_progress(2, [])
+    assert len(added) == 1 and isinstance(added[0], ProgressBar)

@@ -21,7 +21,7 @@ from ember.callbacks.base import Callback
 from ember.callbacks.history import format_logs
 from ember.state import TrainState
 
-__all__ = ["ProgressBar", "compact_logs", "running_postfix", "wrap_logs"]
+__all__ = ["ProgressBar", "compact_logs", "default_progress", "running_postfix", "wrap_logs"]
 
 _SHORT_WORDS = MappingProxyType({"accuracy": "acc", "precision": "prec", "recall": "rec"})
 _SKIPPED = ("lr", "seconds")  # shown by the bar itself (elapsed) or not a training value
@@ -202,3 +202,11 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def default_progress(verbose: int, callbacks: list[Callback]) -> list[Callback]:
+    """The progress bar ``fit(verbose=...)`` adds: none for ``verbose=0`` or when ``callbacks``
+    already hold a ProgressBar (one the user configured, e.g. with ``ncols=``)."""
+    if verbose and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        return [ProgressBar(verbose=verbose)]
+    return []
