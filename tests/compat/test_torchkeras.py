@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ember.compat import torchkeras
+from ember.errors import ConfigError
 from tests.test_summary import LSTM_TABLE, LstmNet
 
 
@@ -184,3 +185,18 @@ def test_data_parallel_net_trains_and_saves(loaders):
 def test_fit_before_compile_is_explained(loaders):
     with pytest.raises(Exception, match="compile"):
         torchkeras.Model(CnnModel()).fit(1, loaders[0])
+
+
+def test_a_clone_compiled_with_the_originals_optimizer_evaluates(loaders):
+    dl_train, dl_valid = loaders
+    model = torchkeras.Model(CnnModel())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    model.compile(loss_func=nn.CrossEntropyLoss(), optimizer=optimizer, metrics_dict={"accuracy": accuracy})
+    model.fit(1, dl_train, log_step_freq=100)
+    clone = torchkeras.Model(CnnModel())
+    clone.load_state_dict(model.state_dict())
+    clone.compile(loss_func=nn.CrossEntropyLoss(), optimizer=optimizer, metrics_dict={"accuracy": accuracy})
+    assert clone.evaluate(dl_valid) == pytest.approx(model.evaluate(dl_valid))
+    assert torch.equal(clone.predict(dl_valid), model.predict(dl_valid))
+    with pytest.raises(ConfigError, match="the optimizer holds none of this model's parameters"):
+        clone.fit(1, dl_train)
