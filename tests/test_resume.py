@@ -187,7 +187,9 @@ def test_a_different_model_shape_is_explained(tmp_path):
     first = _model()
     with pytest.raises(Stop):
         _fit(first, callbacks=[ModelCheckpoint(tmp_path, every_n_steps=1), StopAt(2)])
-    other = ember.Model(nn.Linear(6, 3)).compile(loss=nn.CrossEntropyLoss(), device="cpu")
+    net = nn.Linear(6, 3)
+    optimizer = torch.optim.AdamW(net.parameters())  # the saved optimizer's class: the net is what differs
+    other = ember.Model(net).compile(loss=nn.CrossEntropyLoss(), optimizer=optimizer, device="cpu")
     with pytest.raises(CheckpointError, match="the saved model does not fit"):
         _fit(other, resume=tmp_path)
 

@@ -8,6 +8,7 @@ class instead of a loss object) is refused before the first step. Layer 0: impor
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from ember.errors import ConfigError
@@ -23,7 +24,7 @@ def check_count(name: str, value: Any, minimum: int, allow_none: bool = False) -
     """
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         allowed = f"an int >= {minimum}" + (" or None" if allow_none else "")
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
 
@@ -36,7 +37,7 @@ def check_positive(name: str, value: Any, allow_none: bool = True) -> None:
     """
     if value is None and allow_none:
         return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or value <= 0:
         raise ConfigError(
             f"{name} must be a finite number > 0{' or None' if allow_none else ''}, got {value!r}"

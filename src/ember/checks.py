@@ -2,7 +2,8 @@
 
 Element-wise losses broadcast mismatched shapes ((N, 1) vs (N,)) and train wrong with only a warning;
 classification losses fail deep inside torch on float or out-of-range labels. Run on the first batch
-of a fit, and on the failing batch when a loss raises. Knows torch and ember.errors only.
+of a fit's training pass, of its validation and of every evaluate, and on the failing batch when a
+loss raises. Knows torch and ember.errors only.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _check_class_labels(
             f"{name}: model output {_shape(preds)} needs (N, C, ...) and labels (N, ...); got labels "
             f"of shape {_shape(target)}" + (" (use y.squeeze(1))" if target.dim() == preds.dim() else "")
         )
-    if target.dim() > 1 and target.dtype != torch.int64:  # torch takes other ints for (N,) labels only
+    if target.dim() > 1 and target.dtype != torch.int64:  # (N,) uint8 labels work; masks must be int64
         raise DataError(
             f"{name} needs int64 labels of shape {_shape(target)}, got {target.dtype} "
             "(e.g. uint8 segmentation masks); convert with y.long()"

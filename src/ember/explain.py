@@ -4,8 +4,9 @@ A net that does not fit its data fails deep inside torch ("mat1 and mat2 shapes 
 multiplied"). On that failure path only, the forward pass runs once more in eval mode, without
 gradients and with the CPU random state saved, under hooks that record which module was running;
 the error then names the layer (its path and type), the shapes and dtypes it got and what its
-weights expect. A batch ``(x, y, w)`` whose last element looks like sample weights gets the rule
-ember reads tuples by. Layer 2: knows torch and ember.errors only.
+weights expect. A batch ``(x, y, w)`` whose last element looks like sample weights, given to a net
+that does not take that many inputs, gets the rule ember reads tuples by. Out-of-memory and device
+errors pass unchanged. Layer 2: knows torch and ember.errors only.
 """
 
 from __future__ import annotations
@@ -37,23 +38,34 @@ def forward_explained(forward: Callable[[Any], Any], net: nn.Module, inputs: Any
     try:
         return forward(inputs)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-        explained = explain_forward_failure(net, inputs, batch, exc)
+        explained = explain_forward_failure(net, inputs, batch, exc, forward)
         if explained is exc:
             raise
         raise explained from exc
 
 
-def explain_forward_failure(net: nn.Module, inputs: Any, batch: Any, exc: Exception) -> Exception:
-    """An ember DataError explaining why ``net`` raised ``exc`` on ``inputs`` (cut from ``batch``),
-    or ``exc`` itself when there is nothing to add."""
-    if isinstance(exc, EmberError):
+def explain_forward_failure(
+    net: nn.Module, inputs: Any, batch: Any, exc: Exception, forward: Callable[[Any], Any] | None = None
+) -> Exception:
+    """An ember DataError explaining why ``net`` raised ``exc`` on ``inputs`` (cut from ``batch``;
+    ``forward`` is the call that failed, default ``net`` itself), or ``exc`` itself when there is
+    nothing to add. Out-of-memory and device errors are never rewritten: they say nothing of the data,
+    and a device in an error state cannot run the forward pass again."""
+    if isinstance(exc, EmberError) or _device_failure(exc):
         return exc
-    explained = _weights_like_tuple(batch) or _failing_layer(net, inputs, exc)
-    if explained is None:
+    found = _failing_layer(net, inputs, forward or (lambda x: call_net(net, x)))
+    if found is None:
         return exc
-    error = DataError(explained)
+    module, args = found
+    weights = _weights_like_tuple(batch) if module is net and isinstance(exc, TypeError) else None
+    error = DataError(weights or _describe_failure(net, module, args, exc))
     error.__cause__ = exc
     return error
+
+
+def _device_failure(exc: Exception) -> bool:
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA error" in text or "out of memory" in text
 
 
 def _weights_like_tuple(batch: Any) -> str | None:
@@ -74,8 +86,11 @@ def _weights_like_tuple(batch: Any) -> str | None:
     )
 
 
-def _failing_layer(net: nn.Module, inputs: Any, exc: Exception) -> str | None:
-    """Run the forward pass again under hooks; the innermost module still running when it raised."""
+def _failing_layer(
+    net: nn.Module, inputs: Any, forward: Callable[[Any], Any]
+) -> tuple[nn.Module, tuple[Any, ...]] | None:
+    """Run ``forward`` again under hooks; the innermost module of ``net`` still running when it
+    raised, with its inputs (None when it runs now, or fails outside every module)."""
     running: list[tuple[nn.Module, tuple[Any, ...]]] = []
 
     def enter(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -84,27 +99,23 @@ def _failing_layer(net: nn.Module, inputs: Any, exc: Exception) -> str | None:
     def leave(module: nn.Module, args: Any, output: Any) -> None:
         running.pop()
 
-    handles = [
-        h for m in net.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))
-    ]
+    hooks = [(m.register_forward_pre_hook(enter), m.register_forward_hook(leave)) for m in net.modules()]
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            call_net(net, inputs)
+            forward(inputs)
         return None  # it runs now: nothing certain to say
     except Exception:
-        if not running:
-            return None
-        module, args = running[-1]
-        return _describe_failure(net, module, args, exc)
+        return running[-1] if running else None
     finally:
         net.train(was_training)
-        for handle in handles:
-            handle.remove()
+        for pair in hooks:
+            for handle in pair:
+                handle.remove()
 
 
-def _describe_failure(net: nn.Module, module: nn.Module, args: tuple[Any, ...], exc: Exception) -> str:
+def _describe_failure(net: nn.Module, module: nn.Module, args: tuple[Any, ...], exc: BaseException) -> str:
     path = next((name for name, m in net.named_modules() if m is module), "")
     where = f"{type(net).__name__}.forward" if module is net else f"layer {path!r} ({module!r})"
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

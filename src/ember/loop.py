@@ -16,7 +16,7 @@ import torch
 
 from ember._tree import concat, to_device
 from ember.callbacks.base import CallbackList
-from ember.data.adapt import batch_weights, set_epoch
+from ember.data.adapt import batch_weights, rewind, set_epoch
 from ember.errors import DataError, NonFiniteLossError
 from ember.interrupts import raise_if_interrupted
 from ember.metrics.meter import Meter
@@ -128,6 +128,7 @@ def run_train_epoch(
                 cbs.call("on_refresh", state)
                 next_refresh = clock() + refresh_every
             if state.should_stop:  # a callback asked mid-epoch: stop at this step boundary
+                rewind(batches, state.epoch)
                 break
     except Exception as exc:
         where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"

@@ -210,8 +210,8 @@ class Model:
                 self._graphs.begin(train)
             with trap_signals(state):
                 fit_loop(self, train, val, state, cbs, meters, mid_epoch, self._sync())
-        except (KeyboardInterrupt, SystemExit):
-            if self.is_main:
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if self.is_main and (state.interrupted or isinstance(exc, KeyboardInterrupt)):
                 print(interrupt_note(state), file=sys.stderr, flush=True)
             raise
         finally:

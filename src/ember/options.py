@@ -1,6 +1,8 @@
-"""What ``Model.compile`` and ``Model.fit`` check and derive from their arguments: the optimizer
-belongs to the net, the scheduler is built, binary accuracy knows logits from probabilities, and
-the lengths and batch sizes the loop reports. Layer 3: uses torch, ember.errors and ember.metrics.
+"""What ``Model.compile`` and ``Model.fit`` check and derive from their arguments: argument ranges
+(each error naming the argument), the optimizer belongs to the net, the scheduler is built over it,
+the column a plateau scheduler steps on and its direction, Keras' ``fit(x, y)``, binary accuracy
+knows logits from probabilities, and the lengths and batch sizes the loop reports. Layer 3: uses
+torch, ember.arguments, ember.errors, ember.metrics and the callbacks' Monitor.
 """
 
 from __future__ import annotations
@@ -92,9 +94,10 @@ def with_target(data: Any, y: Any, what: str) -> Any:
     if y is None:
         return data
     if isinstance(y, (int, float)) and not isinstance(y, bool):
+        option = "epochs" if what == "fit" else "batch_size"
         raise ConfigError(
-            f"{what}'s second positional argument is the target y, as in Keras' fit(x, y); "
-            f"got the number {y!r}: pass options by name, e.g. epochs={y!r}"
+            f"{what}'s second positional argument is the target y, as in Keras' {what}(x, y); "
+            f"got the number {y!r}: pass options by name, e.g. {option}={y!r}"
         )
     if not hasattr(data, "__len__") or not hasattr(y, "__len__") or isinstance(data, (tuple, list, Mapping)):
         raise ConfigError(

@@ -155,8 +155,8 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     world = model.runtime.world_size if model.runtime is not None else 1
     if extra["world_size"] != world:
         raise CheckpointError(f"{path} was saved by {extra['world_size']} processes; this run has {world}")
+    _check_classes(extra.get("classes", {}), _classes(model), path)  # before anything is loaded
     _load_into(model.net, states["model"], "model", path)
-    _check_classes(extra.get("classes", {}), _classes(model), path)
     for name in ("optimizer", "scheduler", "scaler"):
         obj = getattr(model, name, None)
         if (obj is None) != (name not in states):

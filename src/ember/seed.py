@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 
 import numpy as np
 import torch
 
-from ember.arguments import check_count
+from ember.errors import ConfigError
 
 __all__ = ["seed_everything"]
 
@@ -29,7 +30,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         >>> _ = seed_everything(0); bool(torch.rand(1) == a)
         True
     """
-    check_count("seed", seed, 0)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ConfigError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)  # numpy integers too
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds every CUDA device as well

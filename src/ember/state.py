@@ -33,7 +33,9 @@ class TrainState:
         should_stop: set by a callback to end training: set in ``on_epoch_end``, after that epoch;
             set during an epoch (``on_train_batch_end``, ``on_refresh``), at the next step boundary:
             that epoch is validated and logged over the batches it trained (its history row has a
-            ``batches`` column). With several processes, set it on every process alike.
+            ``batches`` column). With several processes, set it on every process at the same step:
+            from ``on_train_batch_end`` on a condition of the step number (refresh times differ
+            between processes, so ``on_refresh`` is for one process only).
         read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
         fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
             the original one's, so ``epochs`` means the same in both).

@@ -379,3 +379,15 @@ def test_report_dataframe_lists_every_key():
             "model_shape": (2, 4),
         },
     ]
+
+
+def test_safetensors_files_whose_header_length_starts_like_a_pickle_round_trip(tmp_path):
+    lengths = set()
+    for width in range(1, 65):  # header lengths cover every residue mod 256 that safetensors pads to
+        net = torch.nn.Sequential(torch.nn.Linear(1, width))
+        path = ember.save_weights(net, tmp_path / f"w{width}.safetensors")
+        lengths.add(path.read_bytes()[0])
+        fresh = torch.nn.Sequential(torch.nn.Linear(1, width))
+        assert ember.load_weights(fresh, path).ok
+        assert torch.equal(fresh[0].weight, net[0].weight)
+    assert 0x80 in lengths  # the first byte of the header length once equals pickle's opcode

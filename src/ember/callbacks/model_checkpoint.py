@@ -62,7 +62,6 @@ class ModelCheckpoint(Callback):
         self.keep_last = keep_last
         self.save_on_interrupt = save_on_interrupt
         self.best_epoch: int | None = None
-        self.last_saved: Path | None = None  # the newest checkpoint this callback wrote
 
     @property
     def best_path(self) -> Path:
@@ -87,7 +86,7 @@ class ModelCheckpoint(Callback):
         return [p for p in list_checkpoints(self.dirpath, verify=False) if p.name != "best"]
 
     def _save(self, state: TrainState) -> None:
-        self.last_saved = state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")
+        state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")  # collective
         if self.keep_last is not None and state.model.is_main:
             for old in self._rotating()[: -self.keep_last or None]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -106,7 +105,7 @@ class ModelCheckpoint(Callback):
         """Save the best and every ``every_n_epochs`` epochs."""
         if self.save_best and self.monitor.update(self.monitor.value(state.logs)):
             self.best_epoch = state.epoch
-            self.last_saved = state.model.save(self.best_path)  # every process takes part; 0 writes
+            state.model.save(self.best_path)  # every process takes part; process 0 writes
         if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:
             self._save(state)
 

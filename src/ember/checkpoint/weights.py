@@ -118,9 +118,14 @@ def _file_format(file: Path) -> str:
     """
     with file.open("rb") as handle:
         head = handle.read(9)
+    size = file.stat().st_size
+    # safetensors first: its header length may start with any byte, \x80 and "PK" included
+    braced = len(head) == 9 and head[8:9] == b"{"
+    if braced and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
     if head.startswith((b"PK\x03\x04", b"\x80")):
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
+    if braced:  # a truncated safetensors file: its reader names the damage
         return "safetensors"
     said = f"it starts with {head[:8]!r}" if head else "it is empty"
     raise CheckpointError(f"{file} is neither a safetensors file nor a torch.save file ({said})")

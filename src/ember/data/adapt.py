@@ -22,7 +22,15 @@ from ember.data.sampler import SeededBatchSampler
 from ember.data.tabular import from_arrays
 from ember.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "as_batches", "batch_weights", "data_state", "load_data_state", "set_epoch"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "as_batches",
+    "batch_weights",
+    "data_state",
+    "load_data_state",
+    "rewind",
+    "set_epoch",
+]
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -70,7 +78,7 @@ def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> 
                 f"{what}: batch_size= applies to arrays and Datasets; a DataLoader brings its own batch size"
             )
         return (rebuild(data) or data) if isinstance(data, DataLoader) else data
-    size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)  # numpy ints too
     if isinstance(data, Dataset) or _is_sample_list(data):
         if len(data) == 0:
             raise DataError(f"{what} is an empty Dataset")
@@ -135,6 +143,12 @@ def load_data_state(
             "IterableDataset, so ember cannot start it at batch {state['position']}; resume from an "
             "epoch-end checkpoint, or give fit a Dataset or a DataLoader with a standard sampler"
         )
+
+
+def rewind(batches: Iterable[Any], epoch: int) -> None:
+    """Make ``batches`` start at batch 0 of ``epoch`` (0-based) next time, after an epoch that was
+    cut short (the loop stopped mid-epoch), so a later evaluate or fit sees whole passes."""
+    load_data_state(batches, data_state(batches, epoch, 0))
 
 
 def batch_weights(batches: Iterable[Any]) -> Any:

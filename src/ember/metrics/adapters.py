@@ -47,6 +47,13 @@ class FunctionMetric(Metric):
         self._sum = 0.0
         self.add_state("count", kind="count")
 
+    def clone(self) -> Metric:
+        """A copy with its own sum and count that shares ``fn`` (a function is not copied)."""
+        other = copy.copy(self)
+        other._counts = dict(self._counts)
+        other._tensors = {}
+        return other
+
     def reset(self) -> None:
         """Zero the running sum."""
         super().reset()
