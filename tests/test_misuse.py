@@ -85,13 +85,19 @@ class _TextNet(nn.Module):
         return self.head(self.embedding(ids).mean(1))
 
 
-def _resume_adam_with_sgd(tmp_path):
-    x, y = _data()
+def _adam_checkpoints(tmp_path):
+    """A ModelCheckpoint folder written by a fit with Adam."""
     net = mlp()
-    first = _model(net, optimizer=torch.optim.Adam(net.parameters()))
-    _fit(first, (x, y), callbacks=[ModelCheckpoint(tmp_path / "ck")])
-    other = mlp()
-    _fit(_model(other), (x, y), epochs=2, resume=tmp_path / "ck")
+    _fit(
+        _model(net, optimizer=torch.optim.Adam(net.parameters())),
+        _data(),
+        callbacks=[ModelCheckpoint(tmp_path / "ck")],
+    )
+    return tmp_path / "ck"
+
+
+def _resume_adam_with_sgd(tmp_path):
+    _fit(_model(), _data(), epochs=2, resume=_adam_checkpoints(tmp_path))
 
 
 def _weights_tuple():
@@ -598,12 +604,9 @@ def test_numpy_integers_are_integers():
 
 
 def test_a_refused_resume_changes_no_weight(tmp_path):
-    x, y = _data()
-    net = mlp()
-    first = _model(net, optimizer=torch.optim.Adam(net.parameters()))
-    _fit(first, (x, y), callbacks=[ModelCheckpoint(tmp_path / "ck")])
+    folder = _adam_checkpoints(tmp_path)
     other = _model()
     before = {k: v.clone() for k, v in other.net.state_dict().items()}
     with pytest.raises(CheckpointError, match="holds the state of a Adam optimizer"):
-        other.load(ember.callbacks.ModelCheckpoint(tmp_path / "ck").latest())
+        other.load(ModelCheckpoint(folder).latest())
     assert all(torch.equal(v, other.net.state_dict()[k]) for k, v in before.items())
