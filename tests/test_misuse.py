@@ -258,9 +258,17 @@ ERRORS = {
     ),
     # callbacks
     "unknown monitor direction": (
-        lambda: _fit(_model(), _data(), callbacks=[EarlyStopping("val_score")]),
+        lambda: _fit(
+            _model(metrics={"score": lambda p, t: 0.0}), _data(), callbacks=[EarlyStopping("val_score")]
+        ),
         ConfigError,
         r"cannot tell whether a higher or a lower 'val_score' is better; pass mode='min' or mode='max'",
+    ),
+    "misspelled monitor": (
+        lambda: _fit(_model(metrics=["accuracy"]), _data(), callbacks=[EarlyStopping("val_accuarcy")]),
+        ConfigError,
+        r"'val_accuarcy' is none of the columns the compiled loss and metrics log "
+        r"\(loss, accuracy, val_loss, val_accuracy\): check the spelling",
     ),
     "unknown mode": (
         lambda: EarlyStopping(mode="lowest"),

@@ -224,3 +224,21 @@ def test_fit_adds_no_second_bar_when_the_user_passes_one():
     assert default_progress(0, []) == []
     added = default_progress(2, [])
     assert len(added) == 1 and isinstance(added[0], ProgressBar)
+
+
+def test_a_column_that_appears_later_widens_the_csv(tmp_path):
+    class StopInSecondEpoch(ember.callbacks.Callback):
+        def on_train_batch_end(self, state):
+            state.should_stop = state.epoch == 2 and state.batch == 1
+
+    net = mlp()
+    model = ember.Model(net).compile(
+        nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1), device="cpu"
+    )
+    logger = CSVLogger(tmp_path / "h.csv")
+    data = (torch.randn(20, 4), torch.randint(0, 3, (20,)))
+    history = model.fit(data, epochs=3, batch_size=10, callbacks=[logger, StopInSecondEpoch()], verbose=0)
+    with (tmp_path / "h.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["batches"] for r in rows] == ["", "1.0"]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(list(history["loss"]))

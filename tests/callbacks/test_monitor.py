@@ -87,7 +87,7 @@ def test_metric_objects_declare_the_direction(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_unknown_column_is_refused_before_training(kind, tmp_path):
-    model = _model()
+    model = _model(metrics={"score": lambda preds, target: 0.0})  # a function declares no direction
     callback = _callbacks(kind, "val_score", tmp_path)
     before = [p.clone() for p in model.net.parameters()]
     with pytest.raises(
@@ -112,3 +112,11 @@ def test_monitor_mode_property():
         Monitor("lr").mode  # noqa: B018
     with pytest.raises(ConfigError, match="history column name"):
         Monitor("")
+
+
+def test_a_misspelled_column_is_named_with_the_columns_there_are(tmp_path):
+    model = _model(metrics=["accuracy"])
+    with pytest.raises(
+        ConfigError, match=r"'val_acurracy' is none of the columns .*\(loss, accuracy, val_loss, "
+    ):
+        model.fit(DATA, epochs=1, verbose=0, callbacks=[EarlyStopping("val_acurracy")])

@@ -50,13 +50,26 @@ class CSVLogger(Callback):
                 writer.writerows(rows)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        """Append this epoch's row (the header first)."""
+        """Append this epoch's row (the header first); a row with a new column (``batches`` of an
+        epoch stopped early, ``compile_seconds``) rewrites the file with the wider header."""
         if not state.model.is_main:
             return
         row = {"epoch": state.epoch, **state.logs}
+        if self._columns is not None and not set(row) <= set(self._columns):
+            self._widen([*self._columns, *(k for k in row if k not in self._columns)])
         with self.path.open("a", newline="") as handle:
             if self._columns is None:
                 self._columns = list(row)
                 csv.writer(handle).writerow(self._columns)
             writer = csv.DictWriter(handle, fieldnames=self._columns, extrasaction="ignore")
             writer.writerow(row)
+
+    def _widen(self, columns: list[str]) -> None:
+        """Rewrite the file under ``columns`` (old rows get empty cells in the new ones)."""
+        with self.path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        self._columns = columns

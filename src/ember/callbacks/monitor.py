@@ -15,6 +15,7 @@ from typing import Any
 
 from ember.errors import ConfigError
 from ember.metrics import Metric, direction
+from ember.metrics.direction import VALIDATION_PREFIX
 
 __all__ = ["MODES", "Monitor", "metrics_of"]
 
@@ -61,7 +62,16 @@ class Monitor:
         """Settle an "auto" mode with the compiled metric objects (their ``higher_is_better``
         wins over the name); returns the mode, or raises ConfigError when it stays unknown."""
         if self.requested == "auto":
+            metrics = list(metrics)
             self._mode = direction(self.key, metrics)
+            names = ["loss", *(m.name for m in metrics)]
+            columns = names + [VALIDATION_PREFIX + n for n in names]
+            if self._mode is None and self.key not in columns:
+                raise ConfigError(
+                    f"monitor {self.key!r} is none of the columns the compiled loss and metrics log "
+                    f"({', '.join(columns)}): check the spelling, or pass mode='min' or mode='max' "
+                    "when a callback of yours adds it"
+                )
         return self.mode
 
     def value(self, logs: dict[str, float]) -> float:
