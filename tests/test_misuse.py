@@ -618,3 +618,12 @@ def test_a_refused_resume_changes_no_weight(tmp_path):
     with pytest.raises(CheckpointError, match="holds the state of a Adam optimizer"):
         other.load(ModelCheckpoint(folder).latest())
     assert all(torch.equal(v, other.net.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8])
+def test_labels_of_an_integer_type_torch_refuses_get_a_named_error(dtype):
+    x, y = _data()
+    with pytest.raises(
+        DataError, match=rf"CrossEntropyLoss needs int64 labels of shape \(16,\), got {dtype}"
+    ):
+        _fit(_model(), torch.utils.data.TensorDataset(x, y.to(dtype)))

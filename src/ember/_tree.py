@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["concat", "first_tensor", "to_device", "tree_map"]
+__all__ = ["concat", "describe", "first_tensor", "to_device", "tree_map"]
 
 
 def tree_map(fn: Callable[[torch.Tensor], Any], obj: Any) -> Any:
@@ -57,3 +57,21 @@ def concat(chunks: list[Any]) -> Any:
         parts = [concat([c[i] for c in chunks]) for i in range(len(head))]
         return type(head)(*parts) if hasattr(head, "_fields") else type(head)(parts)
     return chunks
+
+
+def describe(value: Any) -> str:
+    """A short description of a nested value for error messages: its type, a mapping's keys, a
+    sequence's length and shapes.
+
+    Example:
+        >>> describe({"logits": torch.zeros(2)})
+        "a dict with keys ['logits']"
+        >>> describe((torch.zeros(2, 3), 1))
+        "a tuple of 2: [(2, 3), 'int']"
+    """
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value]
+        return f"a {type(value).__name__} of {len(value)}: {shapes}"
+    return f"a {type(value).__name__}"

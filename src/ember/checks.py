@@ -8,12 +8,12 @@ loss raises. Knows torch and ember.errors only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ember._tree import describe
 from ember.errors import DataError, ShapeError
 
 __all__ = ["ELEMENTWISE_LOSSES", "check_loss_inputs", "explain_loss_failure"]
@@ -65,29 +65,20 @@ def check_loss_inputs(loss_fn: Any, preds: Any, target: Any, read_values: bool) 
         _check_class_labels(loss_fn, preds, target, read_values)
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return f"a {type(value).__name__} with keys {list(value)}"
-    if isinstance(value, (tuple, list)):
-        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in value]
-        return f"a {type(value).__name__} of {len(value)}: {shapes}"
-    return f"a {type(value).__name__}"
-
-
 def _check_tensors(loss_fn: nn.Module, preds: Any, target: Any) -> None:
     """torch's losses take one output tensor and one target tensor."""
     name = _name(loss_fn)
     if not isinstance(preds, torch.Tensor):
         raise DataError(
-            f"{name} takes the model output as one tensor, but the model returned {_describe(preds)}; "
-            f"return one tensor from forward, or pick it in the loss: "
-            f"compile(loss=lambda out, y: {name}()(out[0], y))"
+            f"{name} takes the model output as one tensor, but the model returned {describe(preds)}; "
+            f"return one tensor from forward, or pick it in the loss, keeping your loss object: "
+            "compile(loss=lambda out, y: criterion(out[0], y))"
         )
     if not isinstance(target, torch.Tensor):
         raise DataError(
-            f"{name} takes the target as one tensor, but the batches hold {_describe(target)}; "
-            "make the dataset return (inputs, target_tensor), or pick the entry in the loss: "
-            f"compile(loss=lambda out, y: {name}()(out, y['label']))"
+            f"{name} takes the target as one tensor, but the batches hold {describe(target)}; "
+            "make the dataset return (inputs, target_tensor), or pick the entry in the loss, keeping "
+            "your loss object: compile(loss=lambda out, y: criterion(out, y['label']))"
         )
 
 
@@ -130,10 +121,12 @@ def _check_class_labels(
             f"{name}: model output {_shape(preds)} needs (N, C, ...) and labels (N, ...); got labels "
             f"of shape {_shape(target)}" + (" (use y.squeeze(1))" if target.dim() == preds.dim() else "")
         )
-    if target.dim() > 1 and target.dtype != torch.int64:  # (N,) uint8 labels work; masks must be int64
+    taken = (torch.int64, torch.uint8) if target.dim() == 1 else (torch.int64,)  # torch's kernels
+    if target.dtype not in taken:
         raise DataError(
-            f"{name} needs int64 labels of shape {_shape(target)}, got {target.dtype} "
-            "(e.g. uint8 segmentation masks); convert with y.long()"
+            f"{name} needs int64 labels of shape {_shape(target)}, got {target.dtype}"
+            f"{' (uint8 masks are taken only as int64)' if target.dtype == torch.uint8 else ''}; "
+            "convert with y.long()"
         )
     if read_values:
         _check_label_range(loss_fn, preds, target)

@@ -12,12 +12,11 @@ graphed=counts)`` the host half after each replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ember._tree import tree_map
+from ember._tree import describe, tree_map
 from ember.errors import ConfigError
 from ember.metrics.base import Metric, _acc_dtype
 
@@ -216,15 +215,7 @@ def _update(metric: Metric, preds: Any, target: Any) -> None:
             raise
         raise ConfigError(
             f"metric {metric.name!r} takes the model output as one tensor, but the model returned "
-            f"{_describe(preds)}; make the net return the tensor to measure (e.g. a wrapper whose "
+            f"{describe(preds)}; make the net return the tensor to measure (e.g. a wrapper whose "
             "forward returns out['logits']), or use a metric function that picks it: "
             f"metrics={{{metric.name!r}: lambda out, y: ...}}"
         ) from exc
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return f"a {type(value).__name__} with keys {list(value)}"
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)} elements"
-    return f"a {type(value).__name__}"
