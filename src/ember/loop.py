@@ -85,6 +85,13 @@ def _checked_read(meter: Meter, state: TrainState, sync: Sync | None = None) -> 
     return logs
 
 
+def _position(state: TrainState, sync: Sync | None) -> str:
+    """Where a training step raised, for the note added to its exception."""
+    where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
+    position = f"epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch"
+    return f"(ember: during {position}{where})"
+
+
 def run_train_epoch(
     model: Steps,
     batches: Iterable[Any],
@@ -131,9 +138,7 @@ def run_train_epoch(
                 rewind(batches, state.epoch)
                 break
     except Exception as exc:
-        where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
-        position = f"epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch"
-        _note(exc, f"(ember: during {position}{where})")
+        _note(exc, _position(state, sync))
         raise
     if meter.batches == 0 and sync is None:
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")

@@ -45,10 +45,8 @@ class LayerRow:
 
 @dataclass
 class ModelSummary:
-    """The result of :func:`summary`; ``str()`` is the table, ``repr()`` a one-line digest.
-
-    The repr is short because :func:`summary` already prints the table: a notebook shows the repr of a
-    cell's last expression, and a full-table repr would show the table twice. ``print(s)`` shows it again.
+    """The result of :func:`summary`; ``str()`` is the table, ``repr()`` a one-line digest (the table
+    is printed already: a notebook cell ending in ``summary(...)`` shows it once).
 
     Attributes:
         rows: one per module call, in call order.
@@ -76,11 +74,8 @@ class ModelSummary:
 
     @property
     def forward_backward_bytes(self) -> int:
-        """2 x the bytes of every row's output (activations and their gradients).
-
-        A row's output is every tensor it returns, or in legacy mode only the first one (an LSTM's
-        ``out``, not its ``(h, c)``), as the tutorial series counts.
-        """
+        """2 x the bytes of every row's output (activations and their gradients): every tensor it
+        returns, or in legacy mode the first one only (an LSTM's ``out``), as the series counts."""
         return 2 * sum(r.output_bytes for r in self.rows)
 
     @property
