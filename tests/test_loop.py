@@ -235,7 +235,7 @@ def test_should_stop_from_on_refresh_is_honoured_at_the_next_step():
 
 
 class _EvaluateEvery(Callback):
-    """Calls evaluate and predict from inside the fit every few steps."""
+    """Calls evaluate, predict and find_lr from inside the fit every few steps."""
 
     def __init__(self, data, every=3):
         self.data, self.every, self.calls = data, every, 0
@@ -244,10 +244,11 @@ class _EvaluateEvery(Callback):
         if state.step % self.every == 0:
             state.model.evaluate(self.data)
             state.model.predict(self.data[0])
+            state.model.find_lr(self.data, steps=3, batch_size=10)
             self.calls += 1
 
 
-def test_evaluate_and_predict_inside_fit_change_nothing_of_the_running_epoch():
+def test_evaluate_predict_and_find_lr_inside_fit_change_nothing_of_the_running_epoch():
     torch.manual_seed(2)
     x, y = torch.randn(100, 4), torch.randint(0, 3, (100,))
     held = (torch.randn(30, 4), torch.randint(0, 3, (30,)))
