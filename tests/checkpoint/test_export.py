@@ -207,3 +207,15 @@ def test_load_exported_names_a_file_that_is_no_program(tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match=r"cannot load the exported model .*junk\.pt2"):
         load_exported(tmp_path / "junk.pt2")
+
+
+def test_a_failed_onnx_export_leaves_nothing_under_the_target_name(tmp_path, monkeypatch):
+    def half_written(program, args, path, **options):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError("the converter crashed")
+
+    monkeypatch.setattr(torch.onnx, "export", half_written)
+    with pytest.raises(CheckpointError, match="the converter crashed"):
+        export(nn.Linear(3, 2), torch.ones(4, 3), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []

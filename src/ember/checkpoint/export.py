@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,7 +115,20 @@ def _write_program(program: torch.export.ExportedProgram, name: str, target: Pat
 def _write_onnx(
     program: torch.export.ExportedProgram, args: tuple[Any, ...], shapes: Any, name: str, target: Path
 ) -> None:
-    """Convert ``program`` to the ONNX file ``target`` (one file unless the weights pass 1.5 GB)."""
+    """Convert ``program`` to the ONNX file ``target`` (one file unless the weights pass 1.5 GB),
+    written in a temporary folder beside it and moved into place, the model file last, so a crash
+    never leaves a half-written model under the target's name."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as folder:
+        staged = Path(folder) / target.name
+        _convert_onnx(program, args, shapes, name, staged)
+        for file in sorted(Path(folder).iterdir(), key=lambda f: f == staged):
+            os.replace(file, target.parent / file.name)
+
+
+def _convert_onnx(
+    program: torch.export.ExportedProgram, args: tuple[Any, ...], shapes: Any, name: str, target: Path
+) -> None:
+    """``torch.onnx.export`` of ``program`` to ``target``; a CheckpointError naming the model."""
     try:
         with warnings.catch_warnings():
             # Notes about naming the dynamic axes ("batch" shared by several inputs, non-tensor
