@@ -19,10 +19,22 @@ def data(n=45, seed=0):
     return x, y
 
 
-def model(dropout=0.0):
+class HelperStep(ember.Model):
+    """A user's own train_step written with the helpers; it knows nothing of processes."""
+
+    def train_step(self, batch):
+        x, y = self.unpack(batch)
+        with self.autocast():
+            out = self.forward(x)
+            loss = nn.functional.cross_entropy(out, y)
+        self.optimize(loss)
+        return ember.StepOutput(loss, out, y, len(y))
+
+
+def model(dropout=0.0, custom=False):
     ember.seed_everything(0)
     net = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Dropout(dropout), nn.Linear(12, 3))
-    return ember.Model(net).compile(
+    return (HelperStep if custom else ember.Model)(net).compile(
         loss=nn.CrossEntropyLoss(),
         metrics=["accuracy"],
         optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
@@ -41,8 +53,8 @@ def dump(out, name, model, history):
     history.drop(columns=["seconds"]).to_json(folder / f"{name}-rank{rank()}.json")
 
 
-def fit_job(out, n, batch, val_n=21, name="fit", dropout=0.0, loader=False):
-    m = model(dropout)
+def fit_job(out, n, batch, val_n=21, name="fit", dropout=0.0, loader=False, custom=False):
+    m = model(dropout, custom)
     x, y = data(n)
     vx, vy = data(val_n, seed=1)
     train = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True) if loader else (x, y)

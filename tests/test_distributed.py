@@ -50,6 +50,18 @@ def test_two_processes_match_one(tmp_path, n, loader):
     assert len(rows) == 4  # header + 3 epochs: only process 0 wrote
 
 
+def test_a_custom_step_written_with_the_helpers_gets_exact_loss_scaling(tmp_path):
+    """An uneven last batch (45 = 2 x 16 + 13): the override's optimize applies each process's
+    loss scale, so two processes train exactly like one."""
+    dist_jobs.fit_job(tmp_path, 45, 16, name="single")
+    ember.launch(dist_jobs.fit_job, 2, str(tmp_path), 45, 8, 21, "custom", 0.0, False, True)
+    single, custom = _history(tmp_path, "single"), _history(tmp_path, "custom")
+    for column in ["loss", "val_loss", "val_accuracy"]:
+        assert custom[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=1e-6), column
+    w1, w2 = _weights(tmp_path, "single"), _weights(tmp_path, "custom")
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in w1)
+
+
 def test_a_raising_rank_stops_every_process_and_is_named(tmp_path):
     started = time.time()
     with pytest.raises(LaunchError, match=r"(?s)rank 1 of 2 raised RuntimeError: boom at step 3"):

@@ -61,9 +61,9 @@ IMAGES = torch.randint(0, 256, (70, 3, 8, 8), dtype=torch.uint8, generator=torch
 LABELS = (torch.arange(70) % 2).float().unsqueeze(1)
 
 
-def _model(graph=None, scheduler=None, interval="epoch"):
+def _model(graph=None, scheduler=None, interval="epoch", cls=ember.Model):
     net = _net()
-    model = ember.Model(net).compile(
+    model = cls(net).compile(
         loss=nn.BCEWithLogitsLoss(),
         metrics=["accuracy", "auc", "mae"],
         device="cpu",
@@ -119,6 +119,31 @@ def test_graphed_plain_batches_copy_into_static_buffers():
     graphed.fit(loader(), epochs=2, verbose=0)  # 70 = 5 x 14: every batch has the captured shape
     _same_training(eager, graphed)
     assert EagerGraph.made[0].replays == 7 and graphed._graphs.eager_batches == 0
+
+
+class _OwnStep(ember.Model):
+    """A user's train_step: a loss of its own (label smoothing), written with the helpers."""
+
+    def train_step(self, batch):
+        x, y = self.unpack(batch)
+        with self.autocast():
+            out = self.forward(x)
+            loss = nn.functional.binary_cross_entropy_with_logits(out, y * 0.9 + 0.05)
+        self.optimize(loss)
+        return ember.StepOutput(loss, out, y, len(y))
+
+
+def test_an_overridden_train_step_is_captured_not_run_eagerly():
+    EagerGraph.made.clear()
+    eager = _model(cls=_OwnStep)
+    eager.fit(_loader(), epochs=2, verbose=0)
+    graphed = _model(EagerGraph, cls=_OwnStep)
+    with pytest.warns(UserWarning, match="differs from the captured"):
+        graphed.fit(_loader(), epochs=2, verbose=0)
+    _same_training(eager, graphed)
+    (graph,) = EagerGraph.made
+    assert graph.replays == 5 and graphed._graphs.reason is None
+    assert eager.history["loss"].iloc[0] != _model().fit(_loader(), verbose=0)["loss"].iloc[0]  # its own loss
 
 
 def test_per_step_scheduler_changes_the_captured_learning_rate():

@@ -27,6 +27,7 @@ LAYERS = {
     "lr_finder": 3,
     "loop": 3,
     "graphs": 3,
+    "steps": 3,
     "callbacks": 3,
     "model": 4,
     "compat": 4,

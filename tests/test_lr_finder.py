@@ -43,3 +43,23 @@ def test_bad_range_is_explained(blobs):
     model = ember.Model(mlp()).compile(loss=nn.CrossEntropyLoss(), device="cpu")
     with pytest.raises(ConfigError, match="0 < start < end"):
         model.find_lr(blobs, start=1.0, end=0.1)
+
+
+def test_the_range_test_runs_the_fit_step_with_clipping_and_the_scaler(blobs, monkeypatch):
+    x, y = blobs
+    net = mlp()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    model = ember.Model(net).compile(
+        nn.CrossEntropyLoss(), optimizer, grad_clip=0.01, precision="16", device="cpu"
+    )
+    clipped, scaled = [], []
+    clip = nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        nn.utils, "clip_grad_norm_", lambda params, limit: clipped.append(limit) or clip(params, limit)
+    )
+    scale = model.scaler.scale
+    monkeypatch.setattr(model.scaler, "scale", lambda loss: scaled.append(1) or scale(loss))
+    scaler_state = model.scaler.state_dict()
+    result = model.find_lr((x, y), start=1e-3, end=1e-2, steps=6, batch_size=50)
+    assert clipped == [0.01] * len(result.lrs) and len(scaled) == len(result.lrs) == 6
+    assert model.scaler.state_dict() == scaler_state  # restored like the rest

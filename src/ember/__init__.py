@@ -22,6 +22,7 @@ from ember.errors import (
     NonFiniteLossError,
     ShapeError,
 )
+from ember.loop import StepContext, StepOutput
 from ember.model import Model
 from ember.seed import seed_everything
 from ember.spawn import LaunchError, launch
@@ -41,6 +42,8 @@ __all__ = [
     "ModelSummary",
     "NonFiniteLossError",
     "ShapeError",
+    "StepContext",
+    "StepOutput",
     "__version__",
     "export",
     "launch",

@@ -1,19 +1,21 @@
 """Whole training steps as CUDA graphs: capture once, replay for every batch of the same shapes.
 
-After ``warmup`` eager steps (on a side stream on CUDA), :class:`StepGraph` captures one whole step:
-for DeviceLoader data the batch gather, augmentation and uint8 scaling as well, then forward, loss,
-backward, gradient clipping, the optimizer step, and the meter's loss slot and metric sums. Each later
-batch costs the host one index (or input) copy into static buffers, a reseed of the augmentation
-generator and one graph launch. A batch of other shapes (a last partial batch) runs eagerly, exactly
-as without graphs, and is reported once; a step that cannot be captured (a host read, an optimizer
-without ``capturable``) ends capturing for the fit call with a warning naming the cause, and training
-continues eagerly. Per-step LR schedulers run after each replay and fill the tensor learning rates the
-graph reads. Layer 3: uses data (lazy DeviceLoader batches), metrics (Meter), optim and the loop's
-StepOutput.
+After ``warmup`` eager steps (on a side stream on CUDA), :class:`StepGraph` captures one call of the
+model's own ``train_step`` (the user's override or the default; there is one step body): for
+DeviceLoader data the batch gather, augmentation and uint8 scaling as well, then whatever the step
+does (forward, loss, backward, clipping, the optimizer step), and the meter's loss slot and metric
+sums. Each later batch costs the host one index (or input) copy into static buffers, a reseed of the
+augmentation generator and one graph launch. A batch of other shapes (a last partial batch) runs
+eagerly, exactly as without graphs, and is reported once; a step that cannot be captured (a host
+read, an optimizer without ``capturable``) ends capturing for the fit call with a warning naming the
+cause, and training continues eagerly. Per-step LR schedulers are stepped by the fit's
+TrainFunction after each replay and fill the tensor learning rates the graph reads. Layer 3: uses
+data (lazy DeviceLoader batches), metrics (Meter), optim and the loop's StepOutput.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -106,6 +108,7 @@ class StepGraph:
         self._counts: list[dict[str, int]] = []
         self._size = 0
         self._warned_shape = False
+        self._compile_seconds = 0.0
 
     # -- one fit call ---------------------------------------------------------------------------
     def begin(self, train: Any) -> None:
@@ -135,12 +138,19 @@ class StepGraph:
             return f"capturing runs in one process, this run has {model.runtime.world_size}"
         if batch_weights(train) is not None:
             return "the training data is split across processes"
+        if len(model.optimizers) > 1:
+            return f"the step uses {len(model.optimizers)} optimizers; capturing takes one"
         if model.scheduler_interval == "step" and getattr(model.scheduler, "cycle_momentum", False):
             return "a per-step momentum schedule (cycle_momentum=True) cannot change a captured step"
         if model.scheduler is not None and not takes_tensor_lr(model.optimizer):
             name = type(model.optimizer).__name__
             return f"{name} cannot read its learning rate from a tensor, which a scheduled rate needs"
         return None
+
+    def take_compile_seconds(self) -> float:
+        """Seconds spent capturing since the last call."""
+        seconds, self._compile_seconds = self._compile_seconds, 0.0
+        return seconds
 
     # -- one step -------------------------------------------------------------------------------
     def step(self, batch: Any) -> StepOutput:
@@ -177,7 +187,7 @@ class StepGraph:
         return spec, tuple((tuple(t.shape), t.dtype) for t in leaves)
 
     def _eager(self, batch: Any) -> StepOutput:
-        return self.model.eager_train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
+        return self.model.train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
 
     def _warmup_step(self, batch: Any) -> StepOutput:
         if self.model.device.type != "cuda":
@@ -212,26 +222,30 @@ class StepGraph:
     def _capture_and_run(self, batch: Any, meter: Meter, losses: torch.Tensor) -> StepOutput:
         started = time.perf_counter()
         before = meter.graph_counts()
+        context = self.model.step_context
+        self.model.step_context = dataclasses.replace(context, captured=True)
         try:
             graph, source = self._prepare(batch)
             outputs = graph.capture(lambda: self._body(source, meter))
             after = meter.graph_counts()
         except Exception as exc:  # anything capture refuses: train on, eagerly
+            self.model.step_context = context
             meter.set_graph_counts(before)
             self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
             self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc}){_hint(exc)}")
             return self._eager(batch)
+        self.model.step_context = context
         meter.set_graph_counts(before)  # capturing counted nothing; each run adds the counts below
         self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
         self._graph, self._meter, self._losses, self._outputs = graph, meter, losses, outputs
         self._size = _batch_size(outputs[2], self._static)
-        self.model.compile_seconds += time.perf_counter() - started
+        self._compile_seconds += time.perf_counter() - started
         if graph.executes_on_capture:
             return self._finish()
         return self._replay(batch, meter)
 
-    def _prepare(self, batch: Any) -> tuple[Any, Callable[[], tuple[Any, Any]]]:
-        """The graph object and the function giving the step's ``(inputs, target)`` from static buffers."""
+    def _prepare(self, batch: Any) -> tuple[Any, Callable[[], Any]]:
+        """The graph object and the function giving the step's batch from static buffers."""
         model = self.model
         self._generator = None
         if isinstance(batch, LazyBatch):
@@ -242,30 +256,25 @@ class StepGraph:
                 self._generator.manual_seed(mixed_seed(loader.seed, batch.epoch, batch.b))
             generator = self._generator
 
-            def source() -> tuple[Any, Any]:
-                return model.unpack(loader.cut(self._static[0], generator))
+            def source() -> Any:
+                return loader.cut(self._static[0], generator)
 
         else:
-            inputs, target = model.unpack(batch)
-            leaves, spec = pytree.tree_flatten((inputs, target))
-            self._static = [leaf.clone() for leaf in leaves]
+            leaves, spec = pytree.tree_flatten(batch)
+            self._static = [leaf.to(model.device, copy=True) for leaf in leaves]
 
-            def source() -> tuple[Any, Any]:
+            def source() -> Any:
                 return pytree.tree_unflatten(self._static, spec)
 
         model.optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates the grads
         return self.make_graph([] if self._generator is None else [self._generator]), source
 
-    def _body(self, source: Callable[[], tuple[Any, Any]], meter: Meter) -> tuple[Any, Any, Any]:
-        """The captured step: no host reads, no Python numbers that change between batches."""
-        model = self.model
-        inputs, target = source()
-        with model.runtime.autocast(cache=False):
-            preds = model.forward(inputs)
-            loss = model.compute_loss(preds, target)
-        model.apply_gradients(loss)
-        meter.graph_update(loss, preds, target)
-        return loss, preds, target
+    def _body(self, source: Callable[[], Any], meter: Meter) -> tuple[Any, Any, Any]:
+        """The captured step: the model's own ``train_step`` on the static batch, then the meter's
+        device half; no host reads, no Python numbers that change between batches."""
+        out = self.model.train_step(source())
+        meter.graph_update(out.loss, out.preds, out.target)
+        return out.loss, out.preds, out.target
 
     def _replay(self, batch: Any, meter: Meter) -> StepOutput:
         if isinstance(batch, LazyBatch):
@@ -274,7 +283,7 @@ class StepGraph:
                 loader = batch.loader
                 self._generator.manual_seed(mixed_seed(loader.seed, batch.epoch, batch.b))
         else:
-            for static, leaf in zip(self._static, pytree.tree_leaves(self.model.unpack(batch)), strict=True):
+            for static, leaf in zip(self._static, pytree.tree_leaves(batch), strict=True):
                 static.copy_(leaf, non_blocking=True)
         counts = meter.graph_counts()
         self._graph.replay()
@@ -283,7 +292,6 @@ class StepGraph:
 
     def _finish(self) -> StepOutput:
         loss, preds, target = self._outputs  # type: ignore[misc]
-        self.model.step_scheduler()
         return StepOutput(loss, preds, target, self._size, self._counts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -24,9 +25,10 @@ from ember.state import TrainState
 
 __all__ = [
     "PARTIAL_EPOCH",
+    "Processes",
+    "StepContext",
     "StepOutput",
     "Steps",
-    "Sync",
     "fit_loop",
     "run_eval",
     "run_predict",
@@ -48,12 +50,30 @@ class StepOutput(NamedTuple):
     graphed: list[dict[str, int]] | None = None
 
 
+@dataclass
+class StepContext:
+    """What the loop tells a training step, set on ``model.step_context`` before each call.
+
+    Attributes:
+        loss_scale: multiply the loss by this before backward (``Model.backward`` does): with several
+            processes and an uneven last batch, ``real samples x N / global batch``, so DDP's average
+            is the exact mean over the global batch; 1.0 otherwise.
+        captured: the step is being recorded into a CUDA graph (no host reads, no cached autocast
+            casts: ``Model.autocast`` reads this).
+    """
+
+    loss_scale: float = 1.0
+    captured: bool = False
+
+
+TrainFn = Callable[[Any, StepContext], StepOutput]
+
+
 class Steps(Protocol):
     """What the loop needs from the model facade."""
 
     net: torch.nn.Module
 
-    def train_step(self, batch: Any) -> StepOutput: ...
     def eval_step(self, batch: Any) -> StepOutput: ...
     def predict_step(self, batch: Any) -> Any: ...
     def end_epoch(self, logs: dict[str, float]) -> float: ...
@@ -64,13 +84,29 @@ def _note(exc: BaseException, text: str) -> None:
         exc.add_note(text)
 
 
-Sync = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[Any], list[Any]]]  # all_reduce_sum, gather
+class Processes(Protocol):
+    """What the loop needs from ``ember.runtime.Runtime``: one process is a null object whose
+    reductions return their input, so the loop never asks how many processes there are."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
+    def gather_objects(self, obj: Any) -> list[Any]: ...
 
 
-def _checked_read(meter: Meter, state: TrainState, sync: Sync | None = None) -> dict[str, float]:
-    """The training values (this process's, or with ``sync`` every process's); NonFiniteLossError
+def _read(meter: Meter, runtime: Processes | None, prefix: str = "") -> dict[str, float]:
+    """The meter's values: this process's (``runtime=None``, or the only process: one host read),
+    or every process's."""
+    if runtime is None or runtime.world_size == 1:
+        return meter.read(prefix)
+    return meter.read(prefix, reduce=runtime.all_reduce_sum, gather=runtime.gather_objects)
+
+
+def _checked_read(meter: Meter, state: TrainState, runtime: Processes | None = None) -> dict[str, float]:
+    """The training values (this process's, or with ``runtime`` every process's); NonFiniteLossError
     naming the first bad step."""
-    logs = meter.read() if sync is None else meter.read(reduce=sync[0], gather=sync[1])
+    logs = _read(meter, runtime)
     if not math.isfinite(logs["loss"]) and meter.batches:
         bad = meter.first_nonfinite()
         if bad is not None:
@@ -85,29 +121,30 @@ def _checked_read(meter: Meter, state: TrainState, sync: Sync | None = None) -> 
     return logs
 
 
-def _position(state: TrainState, sync: Sync | None) -> str:
+def _position(state: TrainState, runtime: Processes) -> str:
     """Where a training step raised, for the note added to its exception."""
-    where = "" if sync is None else f" on process {getattr(state.model.runtime, 'rank', 0)}"
+    where = f" on process {runtime.rank}" if runtime.world_size > 1 else ""
     position = f"epoch {state.epoch}, step {state.step + 1}, batch {state.batch + 1} of the epoch"
     return f"(ember: during {position}{where})"
 
 
 def run_train_epoch(
     model: Steps,
+    train_fn: TrainFn,
     batches: Iterable[Any],
     meter: Meter,
     state: TrainState,
     cbs: CallbackList,
     refresh_every: float,
+    runtime: Processes,
     fresh: bool = True,
-    sync: Sync | None = None,
 ) -> dict[str, float]:
-    """One pass of training steps; returns the epoch's exact loss and metrics.
+    """One pass of ``train_fn`` steps; returns the epoch's exact loss and metrics over every process.
 
-    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums. With ``sync``
-    (several processes), each batch counts only its real samples and the result covers every process.
+    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums. Data sharded
+    across processes counts each batch's real samples only.
     """
-    weights = None if sync is None else batch_weights(batches)
+    weights = batch_weights(batches)
     if fresh:
         meter.reset()
     model.net.train()
@@ -115,13 +152,14 @@ def run_train_epoch(
     batch_hook = cbs.wants("on_train_batch_end")
     clock = time.monotonic
     next_refresh = clock() + refresh_every
+    context = StepContext()
     try:
         for batch in batches:
             if weights is None:
-                meter.update(*model.train_step(batch))
+                meter.update(*train_fn(batch, context))
             else:
-                real, model.loss_scale = weights(state.batch)
-                out = model.train_step(batch)
+                real, context.loss_scale = weights(state.batch)
+                out = train_fn(batch, context)
                 if real:  # a padding batch trains (DDP needs every process) but counts for nothing
                     meter.update(out.loss, out.preds, out.target, real)
             state.batch += 1
@@ -138,23 +176,23 @@ def run_train_epoch(
                 rewind(batches, state.epoch)
                 break
     except Exception as exc:
-        _note(exc, _position(state, sync))
+        _note(exc, _position(state, runtime))
         raise
-    if meter.batches == 0 and sync is None:
+    if meter.batches == 0 and runtime.world_size == 1:  # a process's shard may be empty
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
-    logs = _checked_read(meter, state, sync)
+    logs = _checked_read(meter, state, runtime)
     if state.should_stop and state.batch != state.steps_per_epoch:
         logs[PARTIAL_EPOCH] = float(state.batch)  # the row of an epoch cut short says how short
     return logs
 
 
 def run_eval(
-    model: Steps, batches: Iterable[Any], meter: Meter, prefix: str = "", sync: Sync | None = None
+    model: Steps, batches: Iterable[Any], meter: Meter, runtime: Processes, prefix: str = ""
 ) -> dict[str, float]:
-    """One pass of evaluation steps (eval mode, no grad); returns loss and metrics (of every
-    process with ``sync``, each sample counted once)."""
+    """One pass of evaluation steps (eval mode, no grad); returns loss and metrics of every
+    process, each sample counted once."""
     meter.reset()
-    weights = None if sync is None else batch_weights(batches)
+    weights = batch_weights(batches)
     was_training = model.net.training
     model.net.eval()
     try:
@@ -166,15 +204,15 @@ def run_eval(
                     meter.update(out.loss, out.preds, out.target, out.size if real is None else real)
     finally:
         model.net.train(was_training)
-    if meter.batches == 0 and sync is None:
+    if meter.batches == 0 and runtime.world_size == 1:
         raise DataError("the evaluation data yielded no batches")
-    return meter.read(prefix) if sync is None else meter.read(prefix, reduce=sync[0], gather=sync[1])
+    return _read(meter, runtime, prefix)
 
 
-def run_predict(model: Steps, batches: Iterable[Any], sync: Sync | None = None) -> Any:
-    """Outputs of every batch, moved to CPU and concatenated in data order (eval mode, no grad);
-    with ``sync``, every process's outputs, each sample once, on every process."""
-    weights = None if sync is None else batch_weights(batches)
+def run_predict(model: Steps, batches: Iterable[Any], runtime: Processes) -> Any:
+    """Outputs of every batch, moved to CPU and concatenated in data order (eval mode, no grad):
+    every process's outputs, each sample once, on every process."""
+    weights = batch_weights(batches)
     was_training = model.net.training
     model.net.eval()
     cpu = torch.device("cpu")
@@ -186,9 +224,8 @@ def run_predict(model: Steps, batches: Iterable[Any], sync: Sync | None = None) 
             ]
     finally:
         model.net.train(was_training)
-    if sync is not None:  # global batch b is the parts of ranks 0, 1, ... in order
-        per_rank = sync[1](outputs)
-        outputs = [part[b] for b in range(len(outputs)) for part in per_rank if part[b] is not None]
+    per_rank = runtime.gather_objects(outputs)  # global batch b is the parts of ranks 0, 1, ... in order
+    outputs = [part[b] for b in range(len(outputs)) for part in per_rank if part[b] is not None]
     if not outputs:
         raise DataError("the prediction data yielded no batches")
     return concat(outputs)
@@ -196,15 +233,17 @@ def run_predict(model: Steps, batches: Iterable[Any], sync: Sync | None = None) 
 
 def fit_loop(
     model: Steps,
+    train_fn: Any,
     train: Iterable[Any],
     val: Iterable[Any] | None,
     state: TrainState,
     cbs: CallbackList,
     meters: tuple[Meter, Meter | None],
+    runtime: Processes,
     resume_mid_epoch: bool = False,
-    sync: Sync | None = None,
 ) -> None:
-    """Run epochs until ``state.epochs`` are done or a callback sets ``state.should_stop``.
+    """Run epochs of ``train_fn`` (a ``steps.TrainFunction``) until ``state.epochs`` are done or a
+    callback sets ``state.should_stop``.
 
     ``resume_mid_epoch``: the first epoch continues a restored one (its batch count and sums kept).
     """
@@ -223,10 +262,13 @@ def fit_loop(
                 set_epoch(val, state.epoch - 1)  # seeded validation transforms follow the epoch too
             cbs.call("on_epoch_start", state)
             started = time.perf_counter()
-            logs = run_train_epoch(model, train, train_meter, state, cbs, refresh_every, fresh, sync)
+            logs = run_train_epoch(
+                model, train_fn, train, train_meter, state, cbs, refresh_every, runtime, fresh
+            )
             fresh = True
             if val is not None and val_meter is not None:
-                logs.update(run_eval(model, val, val_meter, prefix="val_", sync=sync))
+                logs.update(run_eval(model, val, val_meter, runtime, prefix="val_"))
+            logs.update(train_fn.epoch_logs())
             logs["lr"] = model.end_epoch(logs)
             logs["seconds"] = time.perf_counter() - started
             state.logs, state.epochs_done = logs, state.epoch

@@ -1,6 +1,8 @@
 """The learning-rate range test: train briefly with a learning rate growing exponentially from
 ``start`` to ``end``, record the smoothed loss, suggest the rate where it falls fastest, and leave
-the model, optimizer and random streams exactly as they were. Layer 3: uses resume (RNG states).
+the model, optimizer, gradient scaler and random streams exactly as they were. Each step is the
+model's own ``train_step`` (clipping and the gradient scaler included). Layer 3: uses resume (RNG
+states) and the loop's StepContext.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from ember.data.adapt import as_batches
 from ember.errors import ConfigError, DataError
+from ember.loop import StepContext
 from ember.resume import restore_rng_states, rng_states
 
 __all__ = ["LRFinderResult", "find_lr"]
@@ -82,22 +85,24 @@ def find_lr(
     """Run the range test on a compiled ``model`` (see ``Model.find_lr``)."""
     if not 0 < start < end or steps < 2:
         raise ConfigError(f"find_lr needs 0 < start < end and steps >= 2, got {start}, {end}, {steps}")
-    saved = (copy.deepcopy(model.net.state_dict()), copy.deepcopy(model.optimizer.state_dict()), rng_states())
+    scaler = model.scaler
+    saved = (
+        copy.deepcopy(model.net.state_dict()),
+        {name: copy.deepcopy(opt.state_dict()) for name, opt in model.optimizers.items()},
+        rng_states(),
+        None if scaler is None else copy.deepcopy(scaler.state_dict()),
+    )
     batches = as_batches(data, batch_size, True, "find_lr data")  # after saving: it may draw a seed
     result, average, best = LRFinderResult(), 0.0, math.inf
     model.net.train()
+    context, model.step_context = model.step_context, StepContext()
     try:
         for i, batch in zip(range(steps), _cycle(batches), strict=False):
             lr = start * (end / start) ** (i / (steps - 1))
-            for group in model.optimizer.param_groups:
-                group["lr"] = lr
-            inputs, target = model.unpack(batch)
-            with model.runtime.autocast():
-                loss = model.compute_loss(model.forward(inputs), target)
-            loss.backward()
-            model.optimizer.step()
-            model.optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
+            for optimizer in model.optimizers.values():  # every optimizer the step uses
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            value = float(model.train_step(batch).loss.detach())  # the fit's own step: clipping, scaler
             average = smoothing * average + (1 - smoothing) * value
             smoothed = average / (1 - smoothing ** (i + 1))
             if not math.isfinite(smoothed) or smoothed > diverge * best:
@@ -107,7 +112,11 @@ def find_lr(
             result.losses.append(smoothed)
     finally:
         model.net.load_state_dict(saved[0])
-        model.optimizer.load_state_dict(saved[1])
+        for name, optimizer in model.optimizers.items():
+            optimizer.load_state_dict(saved[1][name])
         restore_rng_states(saved[2])
+        model.step_context = context
+        if scaler is not None:
+            scaler.load_state_dict(saved[3])
     result.suggestion = _steepest(result.lrs, result.losses)
     return result

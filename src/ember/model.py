@@ -8,7 +8,6 @@ custom batches.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from ember.errors import ConfigError
 from ember.explain import call_net, forward_explained
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
-from ember.loop import StepOutput, Sync, fit_loop, run_eval, run_predict
+from ember.loop import StepContext, StepOutput, fit_loop, run_eval, run_predict
 from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
 from ember.options import (
@@ -35,9 +34,9 @@ from ember.options import (
     check_fit_arguments,
     check_optimizer_owns,
     configure_accuracy,
-    default_optimizer,
     length_of,
     make_scheduler,
+    named_optimizers,
     plateau_monitor,
     prepare_net,
     split_batch,
@@ -46,8 +45,13 @@ from ember.options import (
 from ember.resume import interrupt_note, load_training, resolve_resume, save_training
 from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
+from ember.steps import TrainFunction
 
 __all__ = ["Model"]
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    return next(net.parameters(), torch.empty(0)).device
 
 
 class Model:
@@ -66,21 +70,26 @@ class Model:
         if not isinstance(net, nn.Module):
             raise ConfigError(f"Model wraps a torch.nn.Module, got {type(net).__name__}")
         self.net = net
-        self.runtime: Runtime | None = None
+        self.runtime: Runtime = Runtime(_device_of(net))  # serial, where the net lives; compile decides
+        self.loss: Callable[..., torch.Tensor] | None = None  # None until compile
+        self.metrics: list[Metric] = []
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.scaler: torch.amp.GradScaler | None = None
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
         self._train_net: nn.Module = net
-        self.loss_scale = 1.0  # set per batch by the loop when processes share a batch
-        self._channels_last = self._jit = self._compile_pending = False
+        self.step_context = StepContext()  # set by the fit loop before each training step
+        self._channels_last = self._jit = False
         self._graphs: StepGraph | None = None
-        self.compile_seconds = 0.0
 
     # -- set-up ------------------------------------------------------------------------------
     def compile(
         self,
         loss: Callable[..., torch.Tensor],
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
         metrics: Sequence[Any] | Mapping[str, Any] | None = None,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
@@ -96,7 +105,10 @@ class Model:
 
         Args:
             loss: any callable ``loss(y_pred, y_true) -> scalar tensor`` with mean reduction.
-            optimizer: a torch optimizer over this net's parameters; None -> Adam(lr=1e-3).
+            optimizer: a torch optimizer over this net's parameters; None -> Adam(lr=1e-3); or
+                ``{name: optimizer}`` for a custom ``train_step`` that steps several
+                (``model.optimizers[name]``; the first is ``model.optimizer``, which the default
+                step, the scheduler and the ``lr`` column use); checkpoints hold them all.
             metrics: names ("accuracy", "mae", "mse", "rmse", "auc"), ember Metrics, torchmetrics
                 metrics or plain functions ``f(y_pred, y_true) -> number``; a list or a name -> metric dict.
             scheduler: an LR scheduler over ``optimizer``, or a callable ``optimizer -> scheduler``.
@@ -117,13 +129,14 @@ class Model:
                 says the steps run eagerly.
         """
         check_compile_arguments(self.net, loss, optimizer, scheduler_interval, grad_clip)
-        self.metrics: list[Metric] = resolve_metrics(metrics)
+        self.metrics = resolve_metrics(metrics)
         self.runtime = create_runtime(device, precision)
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
-        self._channels_last, self._jit, self._compile_pending = channels_last, jit, jit
+        self._channels_last, self._jit = channels_last, jit
         self.loss = loss
         self._train_loss = torch.compile(loss) if jit else loss  # the checks keep the plain loss
-        self.optimizer = optimizer or default_optimizer(self.net, self.runtime.device)
+        self.optimizers = named_optimizers(optimizer, self.net, self.runtime.device)
+        self.optimizer = next(iter(self.optimizers.values()))
         self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
         self._plateau = plateau_monitor(self.scheduler, scheduler_monitor, scheduler_interval, self.metrics)
@@ -136,22 +149,21 @@ class Model:
     @property
     def device(self) -> torch.device:
         """The device the model computes on."""
-        return self._runtime().device
+        return self.runtime.device
 
     @property
     def is_main(self) -> bool:
         """True in the process that prints and writes files."""
-        return self.runtime is None or self.runtime.is_main
+        return self.runtime.is_main
 
     @property
     def history(self) -> History:
         """All epochs trained so far, over every ``fit`` call."""
         return HistoryRecorder(self.history_rows).history()
 
-    def _runtime(self) -> Runtime:
-        if self.runtime is None:
-            raise ConfigError("call model.compile(loss=...) before fit, evaluate or predict")
-        return self.runtime
+    def _require_compiled(self) -> None:
+        if self.loss is None:
+            raise ConfigError("call model.compile(loss=...) before fit, evaluate, find_lr or load")
 
     # -- the three verbs -------------------------------------------------------------------------
     def fit(
@@ -193,9 +205,10 @@ class Model:
             augment: with ``on_device``, batch augmentations run on the device, e.g.
                 ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
-        self._runtime()
+        self._require_compiled()
         user_callbacks = check_fit_arguments(epochs, callbacks, verbose)
-        check_optimizer_owns(self.optimizer, self.net)
+        for each in self.optimizers.values():
+            check_optimizer_owns(each, self.net)
         data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
         cbs = CallbackList(
@@ -209,7 +222,8 @@ class Model:
             if self._graphs is not None:
                 self._graphs.begin(train)
             with trap_signals(state):
-                fit_loop(self, train, val, state, cbs, meters, mid_epoch, self._sync())
+                train_fn = TrainFunction(self, self._graphs, self._jit)
+                fit_loop(self, train_fn, train, val, state, cbs, meters, self.runtime, mid_epoch)
         except (KeyboardInterrupt, SystemExit) as exc:
             if self.is_main and (state.interrupted or isinstance(exc, KeyboardInterrupt)):
                 print(interrupt_note(state), file=sys.stderr, flush=True)
@@ -243,7 +257,7 @@ class Model:
     ) -> LRFinderResult:
         """The learning-rate range test: ``.lrs``, ``.losses`` (smoothed), ``.suggestion`` (steepest
         descent) and ``.plot(path)``; the model and optimizer are exactly as before afterwards."""
-        self._runtime()
+        self._require_compiled()
         return find_lr(self, data, start, end, steps, batch_size)
 
     def optimizer_state_dict(self) -> dict[str, Any]:
@@ -260,37 +274,33 @@ class Model:
 
     def load(self, path: str | Path) -> Model:
         """Load a checkpoint folder written by :meth:`save` (weights, optimizer, history, counters)."""
-        self._runtime()
+        self._require_compiled()
         load_training(self, path, restore_rng=False)
         return self
 
     def evaluate(self, data: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics over ``data`` (or inputs ``data`` and targets ``y``), in eval mode
         without gradients: ``{"loss": ..., "accuracy": ...}``."""
-        self._runtime()
+        self._require_compiled()
         data = with_target(data, y, "evaluate")
         self._unchecked.add("eval")
         batches = as_batches(data, batch_size, False, "evaluation data", self._shard())
         meter = Meter(self.metrics, self.device, length_of(batches))
-        return run_eval(self, batches, meter, sync=self._sync())
+        return run_eval(self, batches, meter, self.runtime)
 
     def predict(self, data: Any, batch_size: int | None = None) -> Any:
         """The model's outputs for every sample of ``data``, concatenated on CPU.
 
         Batches may be bare inputs, 1-tuples ``(inputs,)`` or ``(inputs, target)`` (target ignored).
         """
-        if self.runtime is None:  # predicting needs no loss: use the module where it lives
-            self.runtime = Runtime(next(self.net.parameters(), torch.empty(0)).device)
+        if self.loss is None:  # not compiled: predict where the net lives now
+            self.runtime = Runtime(_device_of(self.net))
         batches = as_batches(data, batch_size, False, "prediction data", self._shard())
-        return run_predict(self, batches, self._sync())
+        return run_predict(self, batches, self.runtime)
 
     def _shard(self) -> Shard:
-        runtime = self._runtime()
+        runtime = self.runtime
         return Shard(runtime.rank, runtime.world_size, runtime.broadcast_object)
-
-    def _sync(self) -> Sync | None:
-        runtime = self._runtime()
-        return None if runtime.world_size == 1 else (runtime.all_reduce_sum, runtime.gather_objects)
 
     # -- steps (override for custom batches) -------------------------------------------------
     def unpack(self, batch: Any) -> tuple[Any, Any]:
@@ -321,58 +331,63 @@ class Model:
         except (RuntimeError, IndexError, ValueError) as exc:
             raise checks.explain_loss_failure(self.loss, preds, target, exc) from exc
 
-    def optimize(self, loss: torch.Tensor) -> None:
-        """Backward, optional clipping, optimizer (and per-step scheduler) step, zero grads."""
-        self.apply_gradients(loss)
-        self.step_scheduler()
+    def autocast(self) -> Any:
+        """The precision context of a step's forward pass and loss (no cached weight casts while
+        the step is captured in a CUDA graph: they would go stale in replays)."""
+        return self.runtime.autocast(cache=not self.step_context.captured)
 
-    def apply_gradients(self, loss: torch.Tensor) -> None:
-        """Backward, optional clipping, optimizer step, zero grads (no host reads: CUDA graphs
-        capture this)."""
-        optimizer, scaler = self.optimizer, self.scaler
-        if scaler is not None:
-            scaler.scale(loss).backward()
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, scaled by ``step_context.loss_scale`` (uneven batches across
+        processes) and by the float16 gradient scaler."""
+        scale = self.step_context.loss_scale
+        scaled = loss if scale == 1.0 else loss * scale
+        (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+
+    def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """:meth:`backward` of ``loss``, then clipping, the step of ``optimizer`` (default: the
+        compiled one) and zeroed grads: what a custom ``train_step`` calls. No host reads, so a
+        CUDA graph captures it; a per-step LR scheduler is stepped by the fit loop after the step."""
+        self.backward(loss)
+        optimizer = optimizer or self.optimizer
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.scaler is not None:
             if self.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, self.grad_clip)
+            self.scaler.step(optimizer)
+            self.scaler.update()
         else:
-            loss.backward()
             if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+                nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def step_scheduler(self) -> None:
-        """Step a per-step LR scheduler (after every optimizer step)."""
+        """Step a per-step LR scheduler (the fit loop calls this after every training step)."""
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
 
     def train_step(self, batch: Any) -> StepOutput:
-        """One optimisation step on ``batch``; returns what the meter records."""
-        if self._compile_pending:  # the first step under jit compiles: time it separately
-            self._compile_pending, started = False, time.perf_counter()
-            out = self.train_step(batch)
-            self.compile_seconds += time.perf_counter() - started
-            return out
-        if self._graphs is not None:
-            return self._graphs.step(batch)
-        return self.eager_train_step(batch)
+        """One optimisation step on ``batch``; returns what the meter records.
 
-    def eager_train_step(self, batch: Any) -> StepOutput:
-        """One optimisation step on ``batch``, op by op."""
+        The one step body of ember: ``fit`` runs it as it is, under ``torch.compile`` (``jit``) or
+        captured whole in a CUDA graph (``cuda_graphs``), and ``find_lr`` runs it too. Override it
+        for custom steps; finish with :meth:`optimize` (or :meth:`backward` and your optimizers),
+        which applies the loss scale of uneven distributed batches, the gradient scaler and
+        clipping, and return ``StepOutput(loss, preds, target, batch_size)``. See the README's
+        custom-step example (a GAN with two optimizers).
+        """
         inputs, target = self.unpack(batch)
-        with self.runtime.autocast():  # type: ignore[union-attr]
+        with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
             loss = self.compute_loss(preds, target)
-        self.optimize(loss if self.loss_scale == 1.0 else loss * self.loss_scale)
+        self.optimize(loss)
         return StepOutput(loss, preds, target, batch_size_of(target, inputs))
 
     def eval_step(self, batch: Any) -> StepOutput:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
         inputs, target = self.unpack(batch)
-        with self.runtime.autocast():  # type: ignore[union-attr]
+        with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
             loss = self.compute_loss(preds, target)
         return StepOutput(loss, preds, target, batch_size_of(target, inputs))
@@ -381,7 +396,7 @@ class Model:
         """The net's output for ``batch``; under bf16/fp16 autocast, floating outputs come back in
         the parameters' dtype (float32 for a float32 net), which numpy can read."""
         inputs, _ = self.unpack(batch)
-        runtime = self._runtime()
+        runtime = self.runtime
         with runtime.autocast():
             outputs = forward_explained(self.forward, self.net, inputs, batch)
         return runtime.from_autocast(outputs, self.net)
@@ -389,8 +404,6 @@ class Model:
     def end_epoch(self, logs: dict[str, float]) -> float:
         """Step an epoch scheduler; returns the learning rate the epoch used."""
         lr = float(self.optimizer.param_groups[0]["lr"])
-        if self._jit or self._graphs is not None:
-            logs["compile_seconds"], self.compile_seconds = self.compile_seconds, 0.0
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step(*(() if self._plateau is None else (self._plateau.value(logs),)))
         return lr

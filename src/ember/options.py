@@ -7,6 +7,7 @@ torch, ember.arguments, ember.errors, ember.metrics and the callbacks' Monitor.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "default_optimizer",
     "length_of",
     "make_scheduler",
+    "named_optimizers",
     "plateau_monitor",
     "prepare_net",
     "split_batch",
@@ -65,6 +67,17 @@ def split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
         f"a batch of type {type(batch).__name__} is not (inputs, target); "
         "override Model.train_step / eval_step / predict_step for custom batches"
     )
+
+
+def named_optimizers(
+    optimizer: Any, net: nn.Module, device: torch.device
+) -> dict[str, torch.optim.Optimizer]:
+    """``compile(optimizer=...)`` as ``{name: optimizer}``: a mapping as it is (several optimizers
+    for a custom ``train_step``; the first one is ``model.optimizer``), one optimizer as
+    ``{"optimizer": ...}``, None as the default Adam."""
+    if isinstance(optimizer, Mapping):
+        return dict(optimizer)
+    return {"optimizer": optimizer or default_optimizer(net, device)}
 
 
 def default_optimizer(net: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -145,8 +158,13 @@ def check_compile_arguments(
     if scheduler_interval not in SCHEDULER_INTERVALS:
         raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     check_positive("grad_clip", grad_clip)
-    if optimizer is not None:
-        check_optimizer(optimizer)
+    for name, each in optimizer.items() if isinstance(optimizer, Mapping) else [("optimizer", optimizer)]:
+        if each is not None:
+            check_optimizer(each)
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+            raise ConfigError(f"optimizer names are letters, digits and _; got {name!r}")
+    if isinstance(optimizer, Mapping) and not optimizer:
+        raise ConfigError("optimizer={} names no optimizer; pass None for the default Adam")
     check_materialized(net)
 
 

@@ -1,8 +1,9 @@
 """The full training state of a Model <-> a checkpoint folder: what exact resume needs.
 
-Saved: the net, optimizer, scheduler and gradient scaler; epoch, step and the data position; the RNG
-states (python, numpy, torch CPU, every CUDA device); the running epoch's loss and metric sums;
-every callback's state; the history so far. Restoring the RNG states comes last, so nothing done
+Saved: the net, every optimizer (``optimizer``, and ``optimizer.<name>`` for the others of a
+``compile(optimizer={...})``), the scheduler and gradient scaler; epoch, step and the data position;
+the RNG states (python, numpy, torch CPU, every CUDA device); the running epoch's loss and metric
+sums; every callback's state; the history so far. Restoring the RNG states comes last, so nothing done
 while setting up a resumed fit shifts the random streams. Layer 3: uses checkpoint, data, state.
 """
 
@@ -76,15 +77,14 @@ def save_training(model: Any, path: str | Path) -> Path:
     state, runtime = model.state, model.runtime
     in_epoch = state.train_meter is not None and state.epoch > state.epochs_done
     local = {"rng": rng_states(), "meter": state.train_meter.state_dict() if in_epoch else None}
-    parts = runtime.gather_objects(local) if runtime is not None else [local]
+    parts = runtime.gather_objects(local)
     error = None
-    if runtime is None or runtime.is_main:
+    if runtime.is_main:
         try:
             _write_training(model, path, in_epoch, parts)
         except Exception as exc:  # shared below, so that no process waits for a checkpoint that failed
             error = f"{type(exc).__name__}: {exc}"
-    if runtime is not None:
-        error = runtime.broadcast_object(error)
+    error = runtime.broadcast_object(error)
     if error is not None:
         raise CheckpointError(f"saving the checkpoint {path} failed on process 0: {error}")
     return Path(path)
@@ -93,10 +93,8 @@ def save_training(model: Any, path: str | Path) -> Path:
 def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[dict[str, Any]]) -> Path:
     state = model.state
     states: dict[str, Any] = {"model": model.net.state_dict(), "rng": [p["rng"] for p in parts]}
-    for name in ("optimizer", "scheduler", "scaler"):
-        obj = getattr(model, name, None)
-        if obj is not None:
-            states[name] = model.optimizer_state_dict() if name == "optimizer" else obj.state_dict()
+    for name, obj in _training_objects(model).items():
+        states[name] = model.optimizer_state_dict() if name == "optimizer" else obj.state_dict()
     if in_epoch:
         states["meter"] = [p["meter"] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
@@ -126,10 +124,21 @@ def _load_into(obj: Any, state: Any, name: str, path: Path) -> None:
         raise CheckpointError(f"{path}: the saved {name} does not fit: {exc}") from exc
 
 
+def _training_objects(model: Any) -> dict[str, Any]:
+    """The objects besides the net whose states a checkpoint holds: the optimizer (the first of
+    ``model.optimizers``; the others as ``optimizer.<name>``), the scheduler and the scaler."""
+    optimizers = list(getattr(model, "optimizers", {}).items())
+    objects = {"optimizer": optimizers[0][1]} if optimizers else {}
+    objects.update({f"optimizer.{name}": opt for name, opt in optimizers[1:]})
+    for name in ("scheduler", "scaler"):
+        if getattr(model, name, None) is not None:
+            objects[name] = getattr(model, name)
+    return objects
+
+
 def _classes(model: Any) -> dict[str, str]:
     """The class names of the objects whose states a checkpoint holds (other than the net)."""
-    names = ("optimizer", "scheduler", "scaler")
-    return {n: type(obj).__name__ for n in names if (obj := getattr(model, n, None)) is not None}
+    return {name: type(obj).__name__ for name, obj in _training_objects(model).items()}
 
 
 def _check_classes(saved: dict[str, str], current: dict[str, str], path: Path) -> None:
@@ -152,27 +161,27 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     """
     path = Path(path)
     states, extra = load_states(path)
-    world = model.runtime.world_size if model.runtime is not None else 1
+    world = model.runtime.world_size
     if extra["world_size"] != world:
         raise CheckpointError(f"{path} was saved by {extra['world_size']} processes; this run has {world}")
     _check_classes(extra.get("classes", {}), _classes(model), path)  # before anything is loaded
     _load_into(model.net, states["model"], "model", path)
-    for name in ("optimizer", "scheduler", "scaler"):
-        obj = getattr(model, name, None)
-        if (obj is None) != (name not in states):
+    objects = _training_objects(model)
+    saved = [n for n in states if n in ("optimizer", "scheduler", "scaler") or n.startswith("optimizer.")]
+    for name in sorted(set(objects) | set(saved)):
+        if (name in objects) != (name in states):
             raise CheckpointError(
                 f"{path}: the checkpoint {'has' if name in states else 'lacks'} a {name}; "
-                f"this model {'lacks' if obj is None else 'has'} one"
+                f"this model {'lacks' if name not in objects else 'has'} one"
             )
-        if obj is not None:
-            _load_into(obj, states[name], name, path)
+        _load_into(objects[name], states[name], name, path)
     model.history_rows[:] = extra["history"]
     state, progress = model.state, extra["progress"]
     state.epoch, state.epochs_done, state.step = progress["epoch"], progress["epochs_done"], progress["step"]
     state.batch, state.fit_start_epoch = progress["batch"], progress["fit_start_epoch"]
     if epochs is not None:
         state.epochs = state.fit_start_epoch + int(epochs)
-    rank = model.runtime.rank if model.runtime is not None else 0
+    rank = model.runtime.rank
     if progress["in_epoch"] and state.train_meter is not None:
         state.train_meter.load_state_dict(states["meter"][rank])
     for key, cb in _callback_keys(state.callbacks):

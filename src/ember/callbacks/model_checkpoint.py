@@ -113,8 +113,7 @@ class ModelCheckpoint(Callback):
         """On Ctrl-C or SIGTERM, save where training stopped (one process only: with several,
         processes may stop at different steps, so rely on ``every_n_steps`` checkpoints)."""
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) and state.step
-        runtime = state.model.runtime
-        if self.save_on_interrupt and interrupted and (runtime is None or runtime.world_size == 1):
+        if self.save_on_interrupt and interrupted and state.model.runtime.world_size == 1:
             self._save(state)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""The training step of one fit call, chosen once when the fit starts (as Keras' make_train_function).
+
+:class:`TrainFunction` wraps the model's ``train_step``, the user's override or the default one, so
+there is one step body: called as it is, timed on its first call when the net is ``torch.compile``d
+(the compilation happens there and goes to the ``compile_seconds`` column), or run through a
+:class:`~ember.graphs.StepGraph` that captures that same ``train_step`` whole as a CUDA graph. Per
+batch the loop hands it a :class:`~ember.loop.StepContext` (the loss scale of an uneven distributed
+batch), which the model's helpers (``backward``, ``optimize``) apply; after every step it steps a
+per-step LR scheduler, outside any captured graph, so a schedule changes what the replays read.
+Layer 3: uses the loop's StepContext and StepOutput and the graphs' StepGraph.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ember.graphs import StepGraph
+from ember.loop import StepContext, StepOutput
+
+__all__ = ["TrainFunction"]
+
+
+class TrainFunction:
+    """``train_fn(batch, context) -> StepOutput`` for one fit call of ``model``.
+
+    Args:
+        model: the ``ember.Model`` being trained (its ``train_step``, ``step_scheduler``).
+        graphs: the model's StepGraph when ``compile(cuda_graphs=True)``, else None.
+        jit: the net was compiled with ``torch.compile``: time the first call as compile time.
+
+    Example:
+        >>> train_fn = TrainFunction(model, None, jit=False)  # doctest: +SKIP
+        >>> out = train_fn(batch, StepContext())  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, graphs: StepGraph | None, jit: bool) -> None:
+        self.model = model
+        self.graphs = graphs
+        self.reports_compile = jit or graphs is not None
+        self._first_call_pending = jit
+        self._compile_seconds = 0.0
+
+    def __call__(self, batch: Any, context: StepContext) -> StepOutput:
+        """One optimisation step on ``batch`` with ``context``; then a per-step scheduler step."""
+        model = self.model
+        model.step_context = context
+        started = time.perf_counter() if self._first_call_pending else None
+        out = model.train_step(batch) if self.graphs is None else self.graphs.step(batch)
+        if started is not None:
+            self._first_call_pending = False
+            self._compile_seconds += time.perf_counter() - started
+        model.step_scheduler()
+        return out
+
+    def epoch_logs(self) -> dict[str, float]:
+        """``{"compile_seconds": ...}`` spent since the last call (jit or CUDA graphs only)."""
+        if not self.reports_compile:
+            return {}
+        seconds = self._compile_seconds + (0.0 if self.graphs is None else self.graphs.take_compile_seconds())
+        self._compile_seconds = 0.0
+        return {"compile_seconds": seconds}
