@@ -349,16 +349,16 @@ class Model:
         CUDA graph captures it; a per-step LR scheduler is stepped by the fit loop after the step."""
         self.backward(loss)
         optimizer = optimizer or self.optimizer
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if self.scaler is not None:
-            if self.grad_clip is not None:
-                self.scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, self.grad_clip)
-            self.scaler.step(optimizer)
-            self.scaler.update()
+        scaler = self.scaler
+        if self.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
         else:
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

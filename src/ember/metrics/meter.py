@@ -88,8 +88,8 @@ class Meter:
         if loss is not None:
             self._losses[i] = loss.detach()
         self._sizes.append(n)
-        for metric in self.metrics:
-            _update(metric, preds, target)
+        if self.metrics:
+            _update(self.metrics, preds, target)
 
     def _graph_metrics(self) -> list[Metric]:
         return [m for m in self.metrics if m.graph_safe]
@@ -130,8 +130,7 @@ class Meter:
         others = [m for m in self.metrics if not m.graph_safe]
         if others:  # the graph's outputs are overwritten by the next replay: keep copies
             preds, target = tree_map(torch.clone, preds), tree_map(torch.clone, target)
-            for metric in others:
-                _update(metric, preds, target)
+            _update(others, preds, target)
 
     def _loss_sum(self) -> torch.Tensor:
         k = len(self._sizes)
@@ -205,13 +204,15 @@ class Meter:
             metric.load_state_dict(state["metrics"][metric.name])  # type: ignore[index]
 
 
-def _update(metric: Metric, preds: Any, target: Any) -> None:
-    """``metric.update``; a model output that is not a tensor (a dict, a Hugging Face ModelOutput,
-    a tuple) gets an error naming its type and keys instead of a bare AttributeError."""
+def _update(metrics: list[Metric], preds: Any, target: Any) -> None:
+    """``metric.update`` of each; a model output that is not a tensor (a dict, a Hugging Face
+    ModelOutput, a tuple) gets an error naming its type and keys instead of a bare AttributeError."""
+    metric = None
     try:
-        metric.update(preds, target)
+        for metric in metrics:
+            metric.update(preds, target)
     except (AttributeError, TypeError, ValueError, RuntimeError) as exc:
-        if isinstance(preds, torch.Tensor):
+        if isinstance(preds, torch.Tensor) or metric is None:
             raise
         raise ConfigError(
             f"metric {metric.name!r} takes the model output as one tensor, but the model returned "
