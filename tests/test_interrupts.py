@@ -13,7 +13,7 @@ import torch
 from ember.checkpoint import list_checkpoints
 from ember.interrupts import trap_signals
 from ember.resume import interrupt_note
-from ember.state import TrainState
+from ember.state import Progress, TrainState
 from tests.test_resume import _fit, _model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_trap_signals_only_sets_a_flag_and_restores_handlers():
 
 
 def test_the_interrupt_note_without_a_checkpoint_says_how_to_get_one():
-    state = TrainState(epoch=2, step=17, batch=5, interrupted="SIGINT")
+    state = TrainState(progress=Progress(epoch=2, step=17, batch=5), interrupted="SIGINT")
     assert interrupt_note(state) == (
         "ember: training stopped by SIGINT at epoch 2, step 17 (batch 5 of the epoch); no checkpoint to "
         "resume from (no ModelCheckpoint is in callbacks): add callbacks=[ember.callbacks.ModelCheckpoint("

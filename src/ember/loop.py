@@ -152,7 +152,7 @@ def run_train_epoch(
     batch_hook = cbs.wants("on_train_batch_end")
     clock = time.monotonic
     next_refresh = clock() + refresh_every
-    context = StepContext()
+    context, progress = StepContext(), state.progress
     try:
         for batch in batches:
             if weights is None:
@@ -162,8 +162,8 @@ def run_train_epoch(
                 out = train_fn(batch, context)
                 if real:  # a padding batch trains (DDP needs every process) but counts for nothing
                     meter.update(out.loss, out.preds, out.target, real)
-            state.batch += 1
-            state.step += 1
+            progress.batch += 1
+            progress.step += 1
             if batch_hook:
                 cbs.call("on_train_batch_end", state)
             if state.interrupted is not None:

@@ -99,14 +99,7 @@ def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[di
         states["meter"] = [p["meter"] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
     data_epoch, position = (state.epoch - 1, state.batch) if in_epoch else (state.epochs_done, 0)
-    progress = {
-        "epoch": state.epoch,
-        "epochs_done": state.epochs_done,
-        "step": state.step,
-        "batch": state.batch if in_epoch else 0,
-        "fit_start_epoch": state.fit_start_epoch,
-        "in_epoch": in_epoch,
-    }
+    progress = {**state.progress.state_dict(), "batch": state.batch if in_epoch else 0, "in_epoch": in_epoch}
     extra = {
         "classes": _classes(model),
         "progress": progress,
@@ -177,8 +170,7 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
         _load_into(objects[name], states[name], name, path)
     model.history_rows[:] = extra["history"]
     state, progress = model.state, extra["progress"]
-    state.epoch, state.epochs_done, state.step = progress["epoch"], progress["epochs_done"], progress["step"]
-    state.batch, state.fit_start_epoch = progress["batch"], progress["fit_start_epoch"]
+    state.progress.load_state_dict(progress)
     if epochs is not None:
         state.epochs = state.fit_start_epoch + int(epochs)
     rank = model.runtime.rank

@@ -1,16 +1,18 @@
 """TrainState: what the fit loop tells callbacks, and the one channel callbacks use to talk back.
 
-The loop writes the counters and logs; callbacks read them and may set ``should_stop``. Nothing here
+The counters live in a :class:`Progress` (what a checkpoint stores, with ``state_dict``); the rest of
+TrainState is the live context of a fit call. The loop writes the counters and logs; callbacks read
+them and may set ``should_stop``. Nothing here
 imports torch or the rest of ember, so every layer can use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["TrainState"]
+__all__ = ["Progress", "TrainState"]
 
 
 def _no_running_logs() -> dict[str, float]:
@@ -18,15 +20,47 @@ def _no_running_logs() -> dict[str, float]:
 
 
 @dataclass
-class TrainState:
-    """Progress of one ``fit`` call, shared by the loop and the callbacks.
+class Progress:
+    """Where training stands, counted across ``fit`` calls: the counters a checkpoint stores.
 
     Attributes:
-        model: the ``ember.Model`` being trained (callbacks use ``model.net`` and ``model.save``).
-        epochs: the epoch number ``fit`` stops after (1-based, counted across ``fit`` calls).
         epoch: the current epoch, 1-based; ``epochs_done`` the number of finished epochs.
         step: optimizer steps taken since the model was created (across ``fit`` calls).
         batch: batches done in the current epoch.
+        fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
+            the original one's, so ``epochs`` means the same in both).
+
+    Example:
+        >>> p = Progress(epoch=2, step=17)
+        >>> q = Progress(); q.load_state_dict(p.state_dict()); q == p
+        True
+    """
+
+    epoch: int = 0
+    epochs_done: int = 0
+    step: int = 0
+    batch: int = 0
+    fit_start_epoch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The counters as plain ints."""
+        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Restore the counters of :meth:`state_dict`."""
+        for f in fields(self):
+            setattr(self, f.name, int(state[f.name]))
+
+
+@dataclass
+class TrainState:
+    """The live context of a ``fit`` call, shared by the loop and the callbacks.
+
+    Attributes:
+        model: the ``ember.Model`` being trained (callbacks use ``model.net`` and ``model.save``).
+        progress: the counters (a :class:`Progress`); ``epoch``, ``epochs_done``, ``step``,
+            ``batch`` and ``fit_start_epoch`` read and write them.
+        epochs: the epoch number ``fit`` stops after (1-based, counted across ``fit`` calls).
         steps_per_epoch: batches per epoch, or None when the data has no length.
         logs: the last finished epoch's values (``loss``, metrics, ``val_*``, ``lr``, ``seconds``).
         running: the running values of the current epoch as of the last refresh.
@@ -37,8 +71,6 @@ class TrainState:
             from ``on_train_batch_end`` on a condition of the step number (refresh times differ
             between processes, so ``on_refresh`` is for one process only).
         read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
-        fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
-            the original one's, so ``epochs`` means the same in both).
         train_data, train_meter, callbacks: what a full checkpoint needs from the running fit (the
             batches and their position, the running epoch sums, every callback's state).
         interrupted: the name of a signal (SIGINT, SIGTERM) received during fit; the loop stops at
@@ -46,18 +78,59 @@ class TrainState:
     """
 
     model: Any = None
+    progress: Progress = field(default_factory=Progress)
     epochs: int = 0
-    epoch: int = 0
-    epochs_done: int = 0
-    step: int = 0
-    batch: int = 0
     steps_per_epoch: int | None = None
     logs: dict[str, float] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)
     should_stop: bool = False
     read_running: Callable[[], dict[str, float]] = _no_running_logs
-    fit_start_epoch: int = 0
     train_data: Any = None
     train_meter: Any = None
     callbacks: list[Any] = field(default_factory=list)
     interrupted: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 1-based."""
+        return self.progress.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.progress.epoch = value
+
+    @property
+    def epochs_done(self) -> int:
+        """The number of finished epochs."""
+        return self.progress.epochs_done
+
+    @epochs_done.setter
+    def epochs_done(self, value: int) -> None:
+        self.progress.epochs_done = value
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken since the model was created."""
+        return self.progress.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.progress.step = value
+
+    @property
+    def batch(self) -> int:
+        """Batches done in the current epoch."""
+        return self.progress.batch
+
+    @batch.setter
+    def batch(self, value: int) -> None:
+        self.progress.batch = value
+
+    @property
+    def fit_start_epoch(self) -> int:
+        """``epochs_done`` when the current ``fit`` call began."""
+        return self.progress.fit_start_epoch
+
+    @fit_start_epoch.setter
+    def fit_start_epoch(self, value: int) -> None:
+        self.progress.fit_start_epoch = value
