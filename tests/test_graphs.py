@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.data import DeviceLoader, random_flip
-from ember.graphs import StepGraph, _same_device
+from ember.graphs import GraphMeter, StepGraph, _same_device
+from ember.metrics import Accuracy, Meter
 from tests.host_ops import HostOps
 
 
@@ -267,3 +268,50 @@ def test_the_host_op_detector_sees_a_host_read():
         float(x.sum())
         torch.nonzero(x > 0)
     assert watch.ops == ["aten._local_scalar_dense.default", "aten.nonzero.default"]
+
+
+def _graphed(graph_meter, loss, preds, target):
+    """What a CUDA-graph step does: device half (captured), then the host half with the counts."""
+    graph_meter.prepare()
+    before = graph_meter.counts()
+    graph_meter.device_update(torch.tensor(loss), preds, target)
+    after = graph_meter.counts()
+    graph_meter.set_counts(before)
+    counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
+    graph_meter.record_replay(preds, target, len(target), counts)
+
+
+def test_graph_updates_read_like_eager_updates_in_any_mix():
+    from ember.metrics import AUC
+
+    batches = [
+        (0.5, torch.tensor([0.9, 0.2, 0.7]), torch.tensor([1.0, 0.0, 0.0])),
+        (1.5, torch.tensor([0.1, 0.8]), torch.tensor([0.0, 1.0])),
+        (1.0, torch.tensor([0.6, 0.4, 0.3, 0.2]), torch.tensor([1.0, 1.0, 0.0, 0.0])),
+    ]
+    eager, graphed = (Meter([Accuracy(), AUC()], torch.device("cpu"), capacity=2) for _ in range(2))
+    for meter in (eager, graphed):
+        meter.reset()
+    for loss, preds, target in batches:
+        eager.update(torch.tensor(loss), preds, target, len(target))
+    graph_meter = GraphMeter(graphed)
+    _graphed(graph_meter, *batches[0])
+    graphed.update(torch.tensor(batches[1][0]), *batches[1][1:], 2)  # an eager batch in between
+    _graphed(graph_meter, *batches[2])  # the buffer (capacity 2) grows; the cursor follows
+    assert graphed.read() == eager.read()
+    assert graphed.read()["accuracy"] == pytest.approx(7 / 9)
+    graphed.reset()  # a new epoch: the cursor goes back to the first slot
+    _graphed(graph_meter, *batches[1])
+    assert graphed.read() == {"loss": 1.5, "accuracy": 1.0, "auc": 1.0}
+
+
+def test_loading_a_running_epoch_keeps_the_loss_buffer():
+    meter = Meter([Accuracy()], torch.device("cpu"), capacity=8)
+    buffer = GraphMeter(meter).prepare()
+    other = Meter([Accuracy()], torch.device("cpu"))
+    other.update(torch.tensor(2.0), torch.tensor([[1.0, 0.0]]), torch.tensor([0]), 1)
+    meter.load_state_dict(other.state_dict())
+    graph_meter = GraphMeter(meter)
+    assert graph_meter.prepare() is buffer  # a captured graph stays valid
+    _graphed(graph_meter, 4.0, torch.tensor([[0.0, 1.0]]), torch.tensor([0]))
+    assert meter.read() == {"loss": 3.0, "accuracy": 0.5}

@@ -24,14 +24,15 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
+from ember._tree import tree_map
 from ember.data.adapt import batch_weights
 from ember.data.device import DeviceLoader, LazyBatch
 from ember.data.order import mixed_seed
 from ember.loop import StepOutput
-from ember.metrics.meter import Meter
+from ember.metrics.meter import Meter, update_metrics
 from ember.optim import GraphReady, takes_tensor_lr
 
-__all__ = ["CapturedGraph", "StepGraph", "step_graph_for"]
+__all__ = ["CapturedGraph", "GraphMeter", "StepGraph", "step_graph_for"]
 
 
 class CapturedGraph:
@@ -72,6 +73,60 @@ def _tensor_leaves(batch: Any) -> tuple[list[torch.Tensor], Any] | None:
     return (leaves, spec) if all(isinstance(leaf, torch.Tensor) for leaf in leaves) else None
 
 
+class GraphMeter:
+    """A Meter as a captured step sees it: the device half of an update (the loss into the slot a
+    device-side cursor names, the in-place metrics' sums) recorded in the graph, and the host half
+    (batch size, the counts the capture measured, the other metrics) after each replay.
+
+    Args:
+        meter: the fit's training Meter; only its public primitives are used (``loss_buffer``,
+            ``record_batch``, ``metrics``).
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.cursor = torch.zeros(1, dtype=torch.long, device=meter.device)
+        self.cursor_value = -1  # what the device cursor holds (-1: unknown)
+        self.in_graph = [m for m in meter.metrics if m.update_in_place]
+        self.after = [m for m in meter.metrics if not m.update_in_place]
+        self.losses = meter.loss_buffer(1)
+
+    def prepare(self) -> torch.Tensor:
+        """Point the cursor at the next batch's slot (growing the buffer when full); returns the
+        buffer, whose identity a captured graph depends on."""
+        i = self.meter.batches
+        self.losses = self.meter.loss_buffer(i + 1)
+        if self.cursor_value != i:
+            self.cursor.fill_(i)
+            self.cursor_value = i
+        return self.losses
+
+    def counts(self) -> list[dict[str, int]]:
+        """The host counts of the metrics updated inside the graph."""
+        return [m.counts() for m in self.in_graph]
+
+    def set_counts(self, counts: list[dict[str, int]]) -> None:
+        """Put back counts from :meth:`counts`."""
+        for metric, values in zip(self.in_graph, counts, strict=True):
+            metric.set_counts(values)
+
+    def device_update(self, loss: torch.Tensor, preds: Any, target: Any) -> None:
+        """The half safe to capture: loss into the cursor's slot, cursor + 1, in-place metrics."""
+        self.losses.index_copy_(0, self.cursor, loss.detach().to(self.losses.dtype).view(1))
+        self.cursor.add_(1)
+        for metric in self.in_graph:
+            metric.update(preds, target)
+
+    def record_replay(self, preds: Any, target: Any, n: int, added: list[dict[str, int]]) -> None:
+        """The host half after a replay (or a capture that ran the step)."""
+        self.meter.record_batch(n)
+        self.cursor_value += 1
+        for metric, more in zip(self.in_graph, added, strict=True):
+            metric.set_counts({k: v + more[k] for k, v in metric.counts().items()})
+        if self.after:  # the graph's outputs are overwritten by the next replay: keep copies
+            update_metrics(self.after, tree_map(torch.clone, preds), tree_map(torch.clone, target))
+
+
 class StepGraph:
     """Runs ``model``'s training steps through one captured CUDA graph (see the module docstring).
 
@@ -100,8 +155,9 @@ class StepGraph:
         self._graph: Any = None
         self._warm = 0
         self._key: Any = None
-        self._meter: Meter | None = None
+        self._meter: GraphMeter | None = None
         self._losses: torch.Tensor | None = None
+        self._replayed = False  # the last step ran in the graph: its record is half done
         self._static: list[torch.Tensor] = []  # input leaves, or [index] for lazy batches
         self._generator: torch.Generator | None = None
         self._outputs: tuple[Any, Any, Any] | None = None
@@ -172,10 +228,21 @@ class StepGraph:
         meter = self.model.state.train_meter
         if meter is None:  # a step called outside fit: nothing to record into
             return self._eager(batch)
-        losses = meter.prepare_graph_slot()
-        if self._graph is None or meter is not self._meter or losses is not self._losses:
-            return self._capture_and_run(batch, meter, losses)
-        return self._replay(batch, meter)
+        if self._meter is None or self._meter.meter is not meter:
+            self._meter, self._graph = GraphMeter(meter), None
+        losses = self._meter.prepare()
+        if self._graph is None or losses is not self._losses:
+            return self._capture_and_run(batch, self._meter, losses)
+        return self._replay(batch, self._meter)
+
+    def record(self, meter: Meter, out: StepOutput, n: int) -> None:
+        """Add the step ``out`` to ``meter``: the host half after a replay, a whole update after an
+        eager step."""
+        if self._replayed and self._meter is not None and self._meter.meter is meter:
+            self._replayed = False
+            self._meter.record_replay(out.preds, out.target, n, self._counts)
+        else:
+            meter.update(out.loss, out.preds, out.target, n)
 
     def _key_of(self, batch: Any) -> Any:
         if isinstance(batch, LazyBatch):
@@ -187,6 +254,7 @@ class StepGraph:
         return spec, tuple((tuple(t.shape), t.dtype) for t in leaves)
 
     def _eager(self, batch: Any) -> StepOutput:
+        self._replayed = False
         return self.model.train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
 
     def _warmup_step(self, batch: Any) -> StepOutput:
@@ -219,25 +287,25 @@ class StepGraph:
         warnings.warn(f"ember: cuda_graphs: {reason}; training continues eagerly", stacklevel=4)
 
     # -- capture and replay ---------------------------------------------------------------------
-    def _capture_and_run(self, batch: Any, meter: Meter, losses: torch.Tensor) -> StepOutput:
+    def _capture_and_run(self, batch: Any, meter: GraphMeter, losses: torch.Tensor) -> StepOutput:
         started = time.perf_counter()
-        before = meter.graph_counts()
+        before = meter.counts()
         context = self.model.step_context
         self.model.step_context = dataclasses.replace(context, captured=True)
         try:
             graph, source = self._prepare(batch)
             outputs = graph.capture(lambda: self._body(source, meter))
-            after = meter.graph_counts()
+            after = meter.counts()
         except Exception as exc:  # anything capture refuses: train on, eagerly
             self.model.step_context = context
-            meter.set_graph_counts(before)
+            meter.set_counts(before)
             self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
             self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc}){_hint(exc)}")
             return self._eager(batch)
         self.model.step_context = context
-        meter.set_graph_counts(before)  # capturing counted nothing; each run adds the counts below
+        meter.set_counts(before)  # capturing counted nothing; each run adds the counts below
         self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
-        self._graph, self._meter, self._losses, self._outputs = graph, meter, losses, outputs
+        self._graph, self._losses, self._outputs = graph, losses, outputs
         self._size = _batch_size(outputs[2], self._static)
         self._compile_seconds += time.perf_counter() - started
         if graph.executes_on_capture:
@@ -269,14 +337,14 @@ class StepGraph:
         model.optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates the grads
         return self.make_graph([] if self._generator is None else [self._generator]), source
 
-    def _body(self, source: Callable[[], Any], meter: Meter) -> tuple[Any, Any, Any]:
+    def _body(self, source: Callable[[], Any], meter: GraphMeter) -> tuple[Any, Any, Any]:
         """The captured step: the model's own ``train_step`` on the static batch, then the meter's
         device half; no host reads, no Python numbers that change between batches."""
         out = self.model.train_step(source())
-        meter.graph_update(out.loss, out.preds, out.target)
+        meter.device_update(out.loss, out.preds, out.target)
         return out.loss, out.preds, out.target
 
-    def _replay(self, batch: Any, meter: Meter) -> StepOutput:
+    def _replay(self, batch: Any, meter: GraphMeter) -> StepOutput:
         if isinstance(batch, LazyBatch):
             self._static[0].copy_(batch.index)
             if self._generator is not None:
@@ -285,14 +353,15 @@ class StepGraph:
         else:
             for static, leaf in zip(self._static, pytree.tree_leaves(batch), strict=True):
                 static.copy_(leaf, non_blocking=True)
-        counts = meter.graph_counts()
+        counts = meter.counts()
         self._graph.replay()
-        meter.set_graph_counts(counts)  # a replay repeats the device work only; counts come in _finish
+        meter.set_counts(counts)  # a replay repeats the device work only; counts come in _finish
         return self._finish()
 
     def _finish(self) -> StepOutput:
         loss, preds, target = self._outputs  # type: ignore[misc]
-        return StepOutput(loss, preds, target, self._size, self._counts)
+        self._replayed = True
+        return StepOutput(loss, preds, target, self._size)
 
 
 def _hint(exc: Exception) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -40,14 +40,12 @@ PARTIAL_EPOCH = "batches"  # the history column of an epoch stopped early: the b
 
 
 class StepOutput(NamedTuple):
-    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n;
-    ``graphed``: the step was a CUDA-graph replay that already recorded its sums (see Meter.update)."""
+    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n."""
 
     loss: torch.Tensor | None
     preds: Any
     target: Any
     size: int
-    graphed: list[dict[str, int]] | None = None
 
 
 @dataclass
@@ -66,7 +64,12 @@ class StepContext:
     captured: bool = False
 
 
-TrainFn = Callable[[Any, StepContext], StepOutput]
+class TrainFn(Protocol):
+    """What the loop needs from ``ember.steps.TrainFunction``."""
+
+    def __call__(self, batch: Any, context: StepContext) -> StepOutput: ...
+    def record(self, meter: Meter, out: StepOutput, n: int) -> None: ...
+    def epoch_logs(self) -> dict[str, float]: ...
 
 
 class Steps(Protocol):
@@ -156,12 +159,13 @@ def run_train_epoch(
     try:
         for batch in batches:
             if weights is None:
-                meter.update(*train_fn(batch, context))
+                out = train_fn(batch, context)
+                train_fn.record(meter, out, out.size)
             else:
                 real, context.loss_scale = weights(state.batch)
                 out = train_fn(batch, context)
                 if real:  # a padding batch trains (DDP needs every process) but counts for nothing
-                    meter.update(out.loss, out.preds, out.target, real)
+                    train_fn.record(meter, out, real)
             progress.batch += 1
             progress.step += 1
             if batch_hook:
@@ -233,7 +237,7 @@ def run_predict(model: Steps, batches: Iterable[Any], runtime: Processes) -> Any
 
 def fit_loop(
     model: Steps,
-    train_fn: Any,
+    train_fn: TrainFn,
     train: Iterable[Any],
     val: Iterable[Any] | None,
     state: TrainState,

@@ -53,6 +53,14 @@ class TrainFunction:
         model.step_scheduler()
         return out
 
+    def record(self, meter: Any, out: StepOutput, n: int) -> None:
+        """Add the step ``out`` of ``n`` samples to ``meter`` (a replayed CUDA graph wrote its loss
+        and in-place metric sums already: the StepGraph finishes the record)."""
+        if self.graphs is None:
+            meter.update(out.loss, out.preds, out.target, n)
+        else:
+            self.graphs.record(meter, out, n)
+
     def epoch_logs(self) -> dict[str, float]:
         """``{"compile_seconds": ...}`` spent since the last call (jit or CUDA graphs only)."""
         if not self.reports_compile:

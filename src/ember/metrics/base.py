@@ -25,14 +25,14 @@ class Metric:
     Attributes:
         name: the column name in logs and history.
         host_sync: True when ``update`` reads values on the host (plain-function metrics).
-        graph_safe: True when ``update`` only adds into the state tensors in place and its counts
-            depend on shapes alone, so it can run inside a captured CUDA graph.
+        update_in_place: True when ``update`` only adds into the state tensors in place and its
+            counts depend on shapes alone (so it can be recorded once and replayed).
         higher_is_better: True for scores, False for errors, None when unknown; monitors with
             ``mode="auto"`` read it (see ``ember.metrics.direction``).
     """
 
     host_sync = False
-    graph_safe = False
+    update_in_place = False
     higher_is_better: bool | None = None
 
     def __init__(self, name: str) -> None:
@@ -121,7 +121,8 @@ class Metric:
         return dict(self._counts)
 
     def set_counts(self, counts: dict[str, int]) -> None:
-        """Replace the host-side counts (a CUDA-graph step adds each replay's counts this way)."""
+        """Replace the host-side counts (a caller that recorded an update once adds the counts of
+        each repeat this way)."""
         self._counts.update(counts)
 
     def __repr__(self) -> str:

@@ -37,7 +37,7 @@ class Accuracy(Metric):
         0.5
     """
 
-    graph_safe = True
+    update_in_place = True
     higher_is_better = True
 
     def __init__(

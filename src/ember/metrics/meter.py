@@ -5,9 +5,8 @@ Each batch's mean loss is written into a device buffer (no host read); batch siz
 batch where the loss first became NaN or infinite. The epoch loss is the exact sample-weighted mean
 ``sum(loss_b * n_b) / sum(n_b)``, not a mean of batch means.
 
-Inside a captured CUDA graph, :meth:`graph_update` does the device half of an update (the loss goes
-to the slot a device-side cursor names; graph-safe metrics add in place) and ``update(...,
-graphed=counts)`` the host half after each replay.
+``loss_buffer`` and ``record_batch`` let a caller write a batch's loss and metric sums itself and
+then count the batch (``ember.graphs`` does so from inside a captured CUDA graph).
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ from typing import Any
 
 import torch
 
-from ember._tree import describe, tree_map
+from ember._tree import describe
 from ember.errors import ConfigError
 from ember.metrics.base import Metric, _acc_dtype
 
-__all__ = ["Meter"]
+__all__ = ["Meter", "update_metrics"]
 
 _INITIAL_CAPACITY = 1024
 
@@ -47,8 +46,6 @@ class Meter:
         self._dtype = _acc_dtype(device)
         self._losses = torch.zeros(capacity or _INITIAL_CAPACITY, dtype=self._dtype, device=device)
         self._sizes: list[int] = []
-        self._cursor = torch.zeros(1, dtype=torch.long, device=device)  # the next loss slot, for graphs
-        self._cursor_value = 0  # what the device cursor holds (-1: unknown)
 
     @property
     def batches(self) -> int:
@@ -66,71 +63,27 @@ class Meter:
         for metric in self.metrics:
             metric.reset()
 
-    def update(
-        self,
-        loss: torch.Tensor | None,
-        preds: object,
-        target: object,
-        n: int,
-        graphed: list[dict[str, int]] | None = None,
-    ) -> None:
-        """Record one batch: its mean loss (a 0-dim tensor, or None), outputs, targets and size.
-
-        ``graphed``: the batch ran as a CUDA-graph replay whose :meth:`graph_update` already wrote the
-        loss and the graph-safe metric sums; these are the counts that update added to each of them.
-        """
-        if graphed is not None:
-            self._record_replay(preds, target, n, graphed)
-            return
+    def update(self, loss: torch.Tensor | None, preds: object, target: object, n: int) -> None:
+        """Record one batch: its mean loss (a 0-dim tensor, or None), outputs, targets and size."""
         i = len(self._sizes)
-        if i == self._losses.numel():
-            self._losses = torch.cat([self._losses, torch.zeros_like(self._losses)])
+        losses = self.loss_buffer(i + 1)
         if loss is not None:
-            self._losses[i] = loss.detach()
+            losses[i] = loss.detach()
         self._sizes.append(n)
         if self.metrics:
-            _update(self.metrics, preds, target)
+            update_metrics(self.metrics, preds, target)
 
-    def _graph_metrics(self) -> list[Metric]:
-        return [m for m in self.metrics if m.graph_safe]
-
-    def graph_counts(self) -> list[dict[str, int]]:
-        """The host counts of the graph-safe metrics."""
-        return [m.counts() for m in self._graph_metrics()]
-
-    def set_graph_counts(self, counts: list[dict[str, int]]) -> None:
-        """Put back counts from :meth:`graph_counts`."""
-        for metric, values in zip(self._graph_metrics(), counts, strict=True):
-            metric.set_counts(values)
-
-    def prepare_graph_slot(self) -> torch.Tensor:
-        """Make the device cursor name the next batch's loss slot (growing the buffer when full);
-        returns the loss buffer, whose identity a captured graph depends on."""
-        i = len(self._sizes)
-        if i == self._losses.numel():
+    def loss_buffer(self, batches: int) -> torch.Tensor:
+        """The device buffer of per-batch mean losses (slot ``i`` for batch ``i`` of the epoch),
+        grown to hold at least ``batches`` (a new tensor when it grows, else the same one)."""
+        while batches > self._losses.numel():
             self._losses = torch.cat([self._losses, torch.zeros_like(self._losses)])
-        if self._cursor_value != i:
-            self._cursor.fill_(i)
-            self._cursor_value = i
         return self._losses
 
-    def graph_update(self, loss: torch.Tensor, preds: Any, target: Any) -> None:
-        """The device half of an update, safe to capture: loss into the cursor's slot, cursor + 1,
-        graph-safe metrics updated (the others are updated after the replay)."""
-        self._losses.index_copy_(0, self._cursor, loss.detach().to(self._dtype).view(1))
-        self._cursor.add_(1)
-        for metric in self._graph_metrics():
-            metric.update(preds, target)
-
-    def _record_replay(self, preds: Any, target: Any, n: int, counts: list[dict[str, int]]) -> None:
+    def record_batch(self, n: int) -> None:
+        """Count a batch of ``n`` samples whose loss is already in :meth:`loss_buffer` at slot
+        :attr:`batches` and whose metric statistics are already added (see ``ember.graphs``)."""
         self._sizes.append(n)
-        self._cursor_value += 1
-        for metric, added in zip(self._graph_metrics(), counts, strict=True):
-            metric.set_counts({k: v + added[k] for k, v in metric.counts().items()})
-        others = [m for m in self.metrics if not m.graph_safe]
-        if others:  # the graph's outputs are overwritten by the next replay: keep copies
-            preds, target = tree_map(torch.clone, preds), tree_map(torch.clone, target)
-            _update(others, preds, target)
 
     def _loss_sum(self) -> torch.Tensor:
         k = len(self._sizes)
@@ -199,12 +152,11 @@ class Meter:
             self._losses = torch.zeros(len(sizes) * 2, dtype=self._dtype, device=self.device)
         self._losses[: len(sizes)] = losses
         self._sizes = [int(s) for s in sizes]
-        self._cursor_value = -1
         for metric in self.metrics:
             metric.load_state_dict(state["metrics"][metric.name])  # type: ignore[index]
 
 
-def _update(metrics: list[Metric], preds: Any, target: Any) -> None:
+def update_metrics(metrics: list[Metric], preds: Any, target: Any) -> None:
     """``metric.update`` of each; a model output that is not a tensor (a dict, a Hugging Face
     ModelOutput, a tuple) gets an error naming its type and keys instead of a bare AttributeError."""
     metric = None

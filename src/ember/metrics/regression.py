@@ -18,7 +18,7 @@ __all__ = ["MAE", "MSE", "RMSE"]
 class _ErrorSum(Metric):
     """Sum of a per-element error and the number of elements; ``compute`` is their ratio."""
 
-    graph_safe = True
+    update_in_place = True
     higher_is_better = False
 
     def __init__(self, name: str, error: Callable[[torch.Tensor], torch.Tensor]) -> None:
