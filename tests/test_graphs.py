@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callbacks import ModelCheckpoint
 from ember.data import DeviceLoader, random_flip
-from ember.graphs import GraphMeter, StepGraph, _same_device
+from ember.graphs import GraphMeter, LazyBatch, StepGraph
+from ember.graphs.capture import _same_device
 from ember.metrics import Accuracy, Meter
 from tests.host_ops import HostOps
 
@@ -315,3 +316,33 @@ def test_loading_a_running_epoch_keeps_the_loss_buffer():
     assert graph_meter.prepare() is buffer  # a captured graph stays valid
     _graphed(graph_meter, 4.0, torch.tensor([[0.0, 1.0]]), torch.tensor([0]))
     assert meter.read() == {"loss": 3.0, "accuracy": 0.5}
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_lazy_batches_materialize_to_the_same_batches(shuffle):
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+
+    def loader():
+        return DeviceLoader(
+            images, torch.arange(10), batch_size=4, shuffle=shuffle, seed=5, augment=random_flip()
+        )
+
+    eager, lazy = loader(), loader()
+    lazy.deferred = LazyBatch
+    for epoch in range(2):
+        eager.set_epoch(epoch)
+        lazy.set_epoch(epoch)
+        pending = list(lazy)
+        assert [p.b for p in pending] == [0, 1, 2] and [len(p.index) for p in pending] == [4, 4, 2]
+        for (x, y), (lx, ly) in zip(eager, [p.materialize() for p in pending], strict=True):
+            assert torch.equal(x, lx) and torch.equal(y, ly)
+
+
+def test_lazy_batches_scale_images_and_leave_uint8_labels_alone():
+    images = torch.full((6, 1, 2, 2), 255, dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(6, dtype=torch.uint8), batch_size=3, shuffle=True, seed=1)
+    loader.deferred = LazyBatch
+    batches = [p.materialize() for p in loader]
+    assert all(x.dtype == torch.float32 and x.max().item() == 1.0 for x, _ in batches)
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == [0, 1, 2, 3, 4, 5]
+    assert all(y.dtype == torch.uint8 for _, y in batches)

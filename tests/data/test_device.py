@@ -104,26 +104,6 @@ def test_model_fit_accepts_a_device_loader():
     assert len(history) == 2 and model.state.step == 8
 
 
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_lazy_batches_materialize_to_the_same_batches(shuffle):
-    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
-
-    def loader():
-        return DeviceLoader(
-            images, torch.arange(10), batch_size=4, shuffle=shuffle, seed=5, augment=random_flip()
-        )
-
-    eager, lazy = loader(), loader()
-    lazy.lazy = True
-    for epoch in range(2):
-        eager.set_epoch(epoch)
-        lazy.set_epoch(epoch)
-        pending = list(lazy)
-        assert [p.b for p in pending] == [0, 1, 2] and [len(p.index) for p in pending] == [4, 4, 2]
-        for (x, y), (lx, ly) in zip(eager, [p.materialize() for p in pending], strict=True):
-            assert torch.equal(x, lx) and torch.equal(y, ly)
-
-
 def test_uint8_class_labels_keep_their_values():
     x = torch.randn(10, 4)
     labels = torch.arange(10, dtype=torch.uint8)
@@ -165,16 +145,6 @@ def test_explicit_scale_choices_are_checked():
         DeviceLoader(images, labels, scale_uint8=[True])
     with pytest.raises(DataError, match=r"tensor 1 is torch.float32"):
         DeviceLoader(images, labels, scale_uint8=[True, True])
-
-
-def test_lazy_batches_scale_images_and_leave_uint8_labels_alone():
-    images = torch.full((6, 1, 2, 2), 255, dtype=torch.uint8)
-    loader = DeviceLoader(images, torch.arange(6, dtype=torch.uint8), batch_size=3, shuffle=True, seed=1)
-    loader.lazy = True
-    batches = [p.materialize() for p in loader]
-    assert all(x.dtype == torch.float32 and x.max().item() == 1.0 for x, _ in batches)
-    assert sorted(torch.cat([y for _, y in batches]).tolist()) == [0, 1, 2, 3, 4, 5]
-    assert all(y.dtype == torch.uint8 for _, y in batches)
 
 
 def test_fit_with_uint8_class_labels_trains_on_the_labels_themselves():

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any
 
 import torch
 
 from ember.data.order import Shard, epoch_generator
 from ember.errors import DataError
 
-__all__ = ["DeviceLoader", "LazyBatch", "random_crop", "random_flip", "scaled_tensors"]
+__all__ = ["DeviceLoader", "random_crop", "random_flip", "scaled_tensors"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -94,20 +94,6 @@ def random_crop(padding: int = 4) -> Augment:
     return apply
 
 
-class LazyBatch(NamedTuple):
-    """Batch ``b`` of a DeviceLoader's ``epoch`` before it is cut: the samples ``index`` (a device
-    tensor). ``materialize()`` cuts it; a CUDA-graph step cuts it inside its graph instead."""
-
-    loader: DeviceLoader
-    epoch: int
-    b: int
-    index: torch.Tensor
-
-    def materialize(self) -> tuple[torch.Tensor, ...]:
-        """The batch, exactly as the loader would have yielded it."""
-        return self.loader.cut(self.index, self.loader.batch_generator(self.b, self.epoch))
-
-
 class DeviceLoader:
     """Iterate over batches of equal-length tensors held whole on one device.
 
@@ -157,7 +143,9 @@ class DeviceLoader:
         self.epoch = 0
         self.position = 0  # the next batch of the current epoch
         self.shard = Shard()
-        self.lazy = False  # yield LazyBatch objects (set while a CUDA-graph step consumes them)
+        # None: yield batches cut now; else batch b is yielded as ``deferred(loader, epoch, b, index)``
+        # for a consumer that cuts it later itself (see ember.graphs)
+        self.deferred: Callable[[DeviceLoader, int, int, torch.Tensor], Any] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -221,10 +209,10 @@ class DeviceLoader:
         parts = [t[b * self.batch_size : (b + 1) * self.batch_size] for t in self.tensors]
         return self._finish(parts, self.batch_generator(b))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | LazyBatch]:
+    def __iter__(self) -> Iterator[Any]:
         order = self._order()
-        if self.lazy and self.shard.world == 1:
-            yield from self._lazy(order)
+        if self.deferred is not None and self.shard.world == 1:
+            yield from self._deferred(order, self.deferred)
         elif order is not None and self.shard.world == 1 and not self.augment and not self._scaled:
             yield from self._plain(order)  # the common case, with as little per-batch work as possible
         else:
@@ -234,12 +222,12 @@ class DeviceLoader:
         self.position = 0
         self.epoch += 1
 
-    def _lazy(self, order: torch.Tensor | None) -> Iterator[LazyBatch]:
+    def _deferred(self, order: torch.Tensor | None, make: Callable[..., Any]) -> Iterator[Any]:
         order = order if order is not None else torch.arange(self.num_samples, device=self.device)
         chunks = order.split(self.batch_size)
         for b in range(self.position, len(self)):
             self.position = b + 1
-            yield LazyBatch(self, self.epoch, b, chunks[b])
+            yield make(self, self.epoch, b, chunks[b])
 
     def _plain(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         """Shuffled batches without shards, augmentation or scaling: one gather per tensor."""

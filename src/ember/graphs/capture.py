@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from ember._tree import tree_map
 from ember.data.adapt import batch_weights
-from ember.data.device import DeviceLoader, LazyBatch
+from ember.data.device import DeviceLoader
 from ember.data.order import mixed_seed
+from ember.graphs.adapters import GraphMeter, LazyBatch
 from ember.loop import StepOutput
-from ember.metrics.meter import Meter, update_metrics
+from ember.metrics.meter import Meter
 from ember.optim import GraphReady, takes_tensor_lr
 
-__all__ = ["CapturedGraph", "GraphMeter", "StepGraph", "step_graph_for"]
+__all__ = ["CapturedGraph", "StepGraph", "step_graph_for"]
 
 
 class CapturedGraph:
@@ -71,60 +71,6 @@ def step_graph_for(model: Any) -> StepGraph | None:
 def _tensor_leaves(batch: Any) -> tuple[list[torch.Tensor], Any] | None:
     leaves, spec = pytree.tree_flatten(batch)
     return (leaves, spec) if all(isinstance(leaf, torch.Tensor) for leaf in leaves) else None
-
-
-class GraphMeter:
-    """A Meter as a captured step sees it: the device half of an update (the loss into the slot a
-    device-side cursor names, the in-place metrics' sums) recorded in the graph, and the host half
-    (batch size, the counts the capture measured, the other metrics) after each replay.
-
-    Args:
-        meter: the fit's training Meter; only its public primitives are used (``loss_buffer``,
-            ``record_batch``, ``metrics``).
-    """
-
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-        self.cursor = torch.zeros(1, dtype=torch.long, device=meter.device)
-        self.cursor_value = -1  # what the device cursor holds (-1: unknown)
-        self.in_graph = [m for m in meter.metrics if m.update_in_place]
-        self.after = [m for m in meter.metrics if not m.update_in_place]
-        self.losses = meter.loss_buffer(1)
-
-    def prepare(self) -> torch.Tensor:
-        """Point the cursor at the next batch's slot (growing the buffer when full); returns the
-        buffer, whose identity a captured graph depends on."""
-        i = self.meter.batches
-        self.losses = self.meter.loss_buffer(i + 1)
-        if self.cursor_value != i:
-            self.cursor.fill_(i)
-            self.cursor_value = i
-        return self.losses
-
-    def counts(self) -> list[dict[str, int]]:
-        """The host counts of the metrics updated inside the graph."""
-        return [m.counts() for m in self.in_graph]
-
-    def set_counts(self, counts: list[dict[str, int]]) -> None:
-        """Put back counts from :meth:`counts`."""
-        for metric, values in zip(self.in_graph, counts, strict=True):
-            metric.set_counts(values)
-
-    def device_update(self, loss: torch.Tensor, preds: Any, target: Any) -> None:
-        """The half safe to capture: loss into the cursor's slot, cursor + 1, in-place metrics."""
-        self.losses.index_copy_(0, self.cursor, loss.detach().to(self.losses.dtype).view(1))
-        self.cursor.add_(1)
-        for metric in self.in_graph:
-            metric.update(preds, target)
-
-    def record_replay(self, preds: Any, target: Any, n: int, added: list[dict[str, int]]) -> None:
-        """The host half after a replay (or a capture that ran the step)."""
-        self.meter.record_batch(n)
-        self.cursor_value += 1
-        for metric, more in zip(self.in_graph, added, strict=True):
-            metric.set_counts({k: v + more[k] for k, v in metric.counts().items()})
-        if self.after:  # the graph's outputs are overwritten by the next replay: keep copies
-            update_metrics(self.after, tree_map(torch.clone, preds), tree_map(torch.clone, target))
 
 
 class StepGraph:
@@ -177,12 +123,12 @@ class StepGraph:
             return
         self.ready = GraphReady(self.model.optimizer, self.model.device, self.model.scheduler is not None)
         if isinstance(train, DeviceLoader) and _same_device(train.device, self.model.device):
-            train.lazy = True
+            train.deferred = LazyBatch
 
     def end(self, train: Any) -> None:
         """Undo :meth:`begin` (the graph and its memory are released)."""
         if isinstance(train, DeviceLoader):
-            train.lazy = False
+            train.deferred = None
         if self.ready is not None:
             self.ready.release()
             self.ready = None
