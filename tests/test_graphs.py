@@ -346,3 +346,19 @@ def test_lazy_batches_scale_images_and_leave_uint8_labels_alone():
     assert all(x.dtype == torch.float32 and x.max().item() == 1.0 for x, _ in batches)
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == [0, 1, 2, 3, 4, 5]
     assert all(y.dtype == torch.uint8 for _, y in batches)
+
+
+def test_the_capture_runs_without_cached_autocast_casts_and_restores_them():
+    seen = []
+
+    class Watching(_OwnStep):
+        def train_step(self, batch):
+            seen.append(self.runtime.autocast_cache)
+            return super().train_step(batch)
+
+    EagerGraph.made.clear()
+    model = _model(EagerGraph, cls=Watching)
+    with pytest.warns(UserWarning, match="differs from the captured"):
+        model.fit(_loader(), epochs=1, verbose=0)
+    assert seen[:3] == [True, True, False]  # 2 warm-up steps, then the capture
+    assert model.runtime.autocast_cache is True

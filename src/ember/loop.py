@@ -21,6 +21,7 @@ from ember.data.adapt import batch_weights, rewind, set_epoch
 from ember.errors import DataError, NonFiniteLossError
 from ember.interrupts import raise_if_interrupted
 from ember.metrics.meter import Meter
+from ember.options import length_of
 from ember.state import TrainState
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "run_eval",
     "run_predict",
     "run_train_epoch",
+    "start_fit",
 ]
 
 DEFAULT_REFRESH_SECONDS = 1.0
@@ -56,12 +58,9 @@ class StepContext:
         loss_scale: multiply the loss by this before backward (``Model.backward`` does): with several
             processes and an uneven last batch, ``real samples x N / global batch``, so DDP's average
             is the exact mean over the global batch; 1.0 otherwise.
-        captured: the step is being recorded into a CUDA graph (no host reads, no cached autocast
-            casts: ``Model.autocast`` reads this).
     """
 
     loss_scale: float = 1.0
-    captured: bool = False
 
 
 class TrainFn(Protocol):
@@ -233,6 +232,29 @@ def run_predict(model: Steps, batches: Iterable[Any], runtime: Processes) -> Any
     if not outputs:
         raise DataError("the prediction data yielded no batches")
     return concat(outputs)
+
+
+def start_fit(
+    state: TrainState,
+    data: tuple[Iterable[Any], Iterable[Any] | None],
+    epochs: int,
+    metrics: list[Any],
+    device: torch.device,
+    callbacks: list[Any],
+) -> tuple[Meter, Meter | None]:
+    """Set ``state`` for a fit call of ``epochs`` more epochs over ``data`` (training, validation);
+    returns the training and validation meters."""
+    train, val = data
+    state.fit_start_epoch = state.epochs_done
+    state.epochs = state.epochs_done + epochs
+    state.should_stop = False
+    state.steps_per_epoch = length_of(train)
+    train_meter = Meter(metrics, device, state.steps_per_epoch)
+    val_meter = None if val is None else Meter(metrics, device, length_of(val))
+    state.train_data = train
+    state.train_meter = train_meter
+    state.callbacks = callbacks
+    return train_meter, val_meter
 
 
 def fit_loop(

@@ -25,9 +25,10 @@ from ember.errors import ConfigError
 from ember.explain import call_net, forward_explained
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
-from ember.loop import StepContext, StepOutput, fit_loop, run_eval, run_predict
+from ember.loop import StepContext, StepOutput, fit_loop, run_eval, run_predict, start_fit
 from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
+from ember.optim import step_optimizer
 from ember.options import (
     batch_size_of,
     check_compile_arguments,
@@ -122,11 +123,10 @@ class Model:
             channels_last: keep the net and 4-d input batches in channels-last memory format.
             jit: run training steps through ``torch.compile`` (the net and the loss); the compilation
                 happens in the first step and its time is logged in the ``compile_seconds`` column.
-            cuda_graphs: on CUDA, capture the whole training step in one CUDA graph after three
-                warm-up steps and replay it for every batch of the same shapes (batches of other
-                shapes run eagerly; a step that cannot be captured falls back to eager steps with a
-                warning). The capture time is logged in ``compile_seconds``. Elsewhere a warning
-                says the steps run eagerly.
+            cuda_graphs: on CUDA, capture a whole ``train_step`` in one CUDA graph after three
+                warm-up steps and replay it for every batch of the same shapes (other shapes, and
+                steps that cannot be captured, run eagerly with a warning; the capture time goes to
+                ``compile_seconds``). Elsewhere a warning says the steps run eagerly.
         """
         check_compile_arguments(self.net, loss, optimizer, scheduler_interval, grad_clip)
         self.metrics = resolve_metrics(metrics)
@@ -198,10 +198,8 @@ class Model:
                 checkpoint) or "latest" (the newest of the ModelCheckpoint in ``callbacks``); ``epochs``
                 then counts from the start of the interrupted fit call, so rerunning the same call
                 with ``resume=`` finishes it.
-            on_device: hold the whole training and validation data on the model's device (see
-                ``ember.data.resident_loader``: tensors, arrays, TensorDatasets, image folders, cached
-                images, their Subsets and concatenations, or DataLoaders over them): batches are cut
-                there with one gather each, images stay uint8 until their batch is cut.
+            on_device: hold the whole training and validation data on the model's device (what
+                ``ember.data.resident_loader`` takes); batches are cut there with one gather each.
             augment: with ``on_device``, batch augmentations run on the device, e.g.
                 ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
@@ -215,7 +213,8 @@ class Model:
             [HistoryRecorder(self.history_rows), *default_progress(verbose, user_callbacks), *user_callbacks]
         )
         state = self.state
-        meters = self._start_fit(train, val, epochs, cbs)
+        meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks)
+        self._unchecked = {"train", "eval"}
         try:
             resumed = None if resume is None else resolve_resume(resume, cbs.callbacks)
             mid_epoch = resumed is not None and load_training(self, resumed, epochs)
@@ -233,19 +232,6 @@ class Model:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
-
-    def _start_fit(self, train: Any, val: Any, epochs: int, cbs: CallbackList) -> tuple[Meter, Meter | None]:
-        """Set the state for a fit call of ``epochs`` more epochs; the training and validation meters."""
-        state = self.state
-        state.fit_start_epoch, state.epochs = state.epochs_done, state.epochs_done + int(epochs)
-        state.should_stop, state.steps_per_epoch = False, length_of(train)
-        meters = (
-            Meter(self.metrics, self.device, state.steps_per_epoch),
-            None if val is None else Meter(self.metrics, self.device, length_of(val)),
-        )
-        state.train_data, state.train_meter, state.callbacks = train, meters[0], cbs.callbacks
-        self._unchecked = {"train", "eval"}
-        return meters
 
     def find_lr(
         self,
@@ -333,8 +319,8 @@ class Model:
 
     def autocast(self) -> Any:
         """The precision context of a step's forward pass and loss (no cached weight casts while
-        the step is captured in a CUDA graph: they would go stale in replays)."""
-        return self.runtime.autocast(cache=not self.step_context.captured)
+        the step is recorded to be replayed: they would go stale)."""
+        return self.runtime.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, scaled by ``step_context.loss_scale`` (uneven batches across
@@ -348,19 +334,7 @@ class Model:
         compiled one) and zeroed grads: what a custom ``train_step`` calls. No host reads, so a
         CUDA graph captures it; a per-step LR scheduler is stepped by the fit loop after the step."""
         self.backward(loss)
-        optimizer = optimizer or self.optimizer
-        scaler = self.scaler
-        if self.grad_clip is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_optimizer(optimizer or self.optimizer, self.scaler, self.grad_clip)
 
     def step_scheduler(self) -> None:
         """Step a per-step LR scheduler (the fit loop calls this after every training step)."""
@@ -372,10 +346,22 @@ class Model:
 
         The one step body of ember: ``fit`` runs it as it is, under ``torch.compile`` (``jit``) or
         captured whole in a CUDA graph (``cuda_graphs``), and ``find_lr`` runs it too. Override it
-        for custom steps; finish with :meth:`optimize` (or :meth:`backward` and your optimizers),
-        which applies the loss scale of uneven distributed batches, the gradient scaler and
-        clipping, and return ``StepOutput(loss, preds, target, batch_size)``. See the README's
-        custom-step example (a GAN with two optimizers).
+        for custom steps; finish with :meth:`optimize` (it applies the loss scale of uneven
+        distributed batches, the gradient scaler and clipping) and return a ``StepOutput``.
+
+        Example (a GAN; ``compile(optimizer={"g": opt_g, "d": opt_d})``, checkpoints hold both):
+            >>> class GAN(Model):
+            ...     def train_step(self, batch):
+            ...         real, _ = self.unpack(batch)
+            ...         g, d = self.net.generator, self.net.discriminator
+            ...         ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)
+            ...         fake = g(torch.randn(len(real), 4))
+            ...         self.optimizers["d"].zero_grad(set_to_none=True)
+            ...         d_loss = self.loss(d(real), ones) + self.loss(d(fake.detach()), zeros)
+            ...         self.optimize(d_loss, self.optimizers["d"])
+            ...         g_loss = self.loss(d(fake), ones)
+            ...         self.optimize(g_loss, self.optimizers["g"])
+            ...         return StepOutput(d_loss.detach() + g_loss.detach(), None, None, len(real))
         """
         inputs, target = self.unpack(batch)
         with self.autocast():

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GraphReady", "takes_tensor_lr"]
+__all__ = ["GraphReady", "step_optimizer", "takes_tensor_lr"]
 
 
 class GraphReady:
@@ -70,6 +70,25 @@ class GraphReady:
                 group["capturable"] = before["capturable"]
                 if not group["capturable"] and not group.get("fused"):
                     self._move_steps(group, to_params=False)
+
+
+def step_optimizer(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, grad_clip: float | None
+) -> None:
+    """After backward: clip the norm of ``optimizer``'s gradients to ``grad_clip`` (unscaled first
+    under a gradient scaler), step (through the scaler when there is one) and zero the gradients.
+    No host reads, so a CUDA graph can capture it."""
+    if grad_clip is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def takes_tensor_lr(optimizer: torch.optim.Optimizer) -> bool:

@@ -53,6 +53,7 @@ class Runtime:
         self.device = resolve_device(device)
         self.precision = precision
         self._autocast_dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
+        self.autocast_cache = True
         self.rank = 0
         self.world_size = 1
 
@@ -62,16 +63,17 @@ class Runtime:
         return self.rank == 0
 
     @contextlib.contextmanager
-    def _autocast(self, cache: bool) -> Iterator[None]:
-        with torch.autocast(self.device.type, dtype=self._autocast_dtype, cache_enabled=cache):
+    def _autocast(self) -> Iterator[None]:
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype, cache_enabled=self.autocast_cache):
             yield
 
-    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager[Any]:
-        """The context the forward pass and loss run under (a no-op for "32"). ``cache=False`` for a
-        step captured in a CUDA graph (cached casts of the weights would go stale in replays)."""
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The context the forward pass and loss run under (a no-op for "32"); it caches weight
+        casts within a region unless ``autocast_cache`` is False (a step recorded to be replayed
+        turns it off: cached casts would go stale in the replays)."""
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
-        return self._autocast(cache)
+        return self._autocast()
 
     def from_autocast(self, outputs: Any, net: torch.nn.Module) -> Any:
         """``outputs`` with the tensors autocast produced (bfloat16 / float16) cast to the dtype of

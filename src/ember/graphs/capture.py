@@ -15,7 +15,6 @@ data (lazy DeviceLoader batches), metrics (Meter), optim and the loop's StepOutp
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -236,19 +235,20 @@ class StepGraph:
     def _capture_and_run(self, batch: Any, meter: GraphMeter, losses: torch.Tensor) -> StepOutput:
         started = time.perf_counter()
         before = meter.counts()
-        context = self.model.step_context
-        self.model.step_context = dataclasses.replace(context, captured=True)
+        runtime = self.model.runtime
+        runtime.autocast_cache = False  # cached weight casts would go stale in the replays
         try:
             graph, source = self._prepare(batch)
             outputs = graph.capture(lambda: self._body(source, meter))
             after = meter.counts()
         except Exception as exc:  # anything capture refuses: train on, eagerly
-            self.model.step_context = context
             meter.set_counts(before)
             self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
             self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc}){_hint(exc)}")
+            runtime.autocast_cache = True
             return self._eager(batch)
-        self.model.step_context = context
+        finally:
+            runtime.autocast_cache = True
         meter.set_counts(before)  # capturing counted nothing; each run adds the counts below
         self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
         self._graph, self._losses, self._outputs = graph, losses, outputs
