@@ -203,15 +203,9 @@ class Model:
             augment: with ``on_device``, batch augmentations run on the device, e.g.
                 ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
         """
-        self._require_compiled()
-        user_callbacks = check_fit_arguments(epochs, callbacks, verbose)
-        for each in self.optimizers.values():
-            check_optimizer_owns(each, self.net)
+        cbs = self._fit_callbacks(epochs, callbacks, verbose)
         data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
-        cbs = CallbackList(
-            [HistoryRecorder(self.history_rows), *default_progress(verbose, user_callbacks), *user_callbacks]
-        )
         state = self.state
         meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks)
         self._unchecked = {"train", "eval"}
@@ -232,6 +226,15 @@ class Model:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
         return self.history
+
+    def _fit_callbacks(self, epochs: Any, callbacks: Any, verbose: Any) -> CallbackList:
+        """The checks before a fit trains anything; the built-in and the user's callbacks."""
+        self._require_compiled()
+        user_callbacks = check_fit_arguments(epochs, callbacks, verbose)
+        for each in self.optimizers.values():
+            check_optimizer_owns(each, self.net)
+        progress = default_progress(verbose, user_callbacks)
+        return CallbackList([HistoryRecorder(self.history_rows), *progress, *user_callbacks])
 
     def find_lr(
         self,

@@ -52,6 +52,18 @@ class Progress:
             setattr(self, f.name, int(state[f.name]))
 
 
+def _counter(name: str, doc: str) -> property:
+    """A TrainState attribute that reads and writes the counter ``name`` of its Progress."""
+
+    def read(state: TrainState) -> int:
+        return getattr(state.progress, name)
+
+    def write(state: TrainState, value: int) -> None:
+        setattr(state.progress, name, value)
+
+    return property(read, write, doc=doc)
+
+
 @dataclass
 class TrainState:
     """The live context of a ``fit`` call, shared by the loop and the callbacks.
@@ -90,47 +102,8 @@ class TrainState:
     callbacks: list[Any] = field(default_factory=list)
     interrupted: str | None = None
 
-    @property
-    def epoch(self) -> int:
-        """The current epoch, 1-based."""
-        return self.progress.epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self.progress.epoch = value
-
-    @property
-    def epochs_done(self) -> int:
-        """The number of finished epochs."""
-        return self.progress.epochs_done
-
-    @epochs_done.setter
-    def epochs_done(self, value: int) -> None:
-        self.progress.epochs_done = value
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps taken since the model was created."""
-        return self.progress.step
-
-    @step.setter
-    def step(self, value: int) -> None:
-        self.progress.step = value
-
-    @property
-    def batch(self) -> int:
-        """Batches done in the current epoch."""
-        return self.progress.batch
-
-    @batch.setter
-    def batch(self, value: int) -> None:
-        self.progress.batch = value
-
-    @property
-    def fit_start_epoch(self) -> int:
-        """``epochs_done`` when the current ``fit`` call began."""
-        return self.progress.fit_start_epoch
-
-    @fit_start_epoch.setter
-    def fit_start_epoch(self, value: int) -> None:
-        self.progress.fit_start_epoch = value
+    epoch = _counter("epoch", "The current epoch, 1-based.")
+    epochs_done = _counter("epochs_done", "The number of finished epochs.")
+    step = _counter("step", "Optimizer steps taken since the model was created.")
+    batch = _counter("batch", "Batches done in the current epoch.")
+    fit_start_epoch = _counter("fit_start_epoch", "``epochs_done`` when the current ``fit`` call began.")
