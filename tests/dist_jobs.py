@@ -105,3 +105,17 @@ def raising_job(out):
     m = model()
     x, y = data(45)
     m.fit((x, y), epochs=3, batch_size=4, verbose=0, callbacks=[StopAt(3, only_rank=1)])
+
+
+def several_optimizers_job(out):
+    """A step with two optimizers under two processes: refused before training, on every process."""
+    net = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3))
+    optimizers = {
+        "a": torch.optim.SGD(net[0].parameters(), lr=0.1),
+        "b": torch.optim.SGD(net[1].parameters(), lr=0.1),
+    }
+    m = ember.Model(net).compile(loss=nn.CrossEntropyLoss(), optimizer=optimizers, device="cpu")
+    try:
+        m.fit(data(), epochs=1, verbose=0)
+    except ember.ConfigError as exc:
+        (Path(out) / f"refused-rank{rank()}.txt").write_text(str(exc))

@@ -62,6 +62,12 @@ def test_a_custom_step_written_with_the_helpers_gets_exact_loss_scaling(tmp_path
     assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in w1)
 
 
+def test_several_optimizers_are_refused_under_several_processes(tmp_path):
+    ember.launch(dist_jobs.several_optimizers_job, 2, str(tmp_path))
+    for r in (0, 1):
+        assert "outside the DDP wrapper" in (tmp_path / f"refused-rank{r}.txt").read_text()
+
+
 def test_a_raising_rank_stops_every_process_and_is_named(tmp_path):
     started = time.time()
     with pytest.raises(LaunchError, match=r"(?s)rank 1 of 2 raised RuntimeError: boom at step 3"):

@@ -362,3 +362,32 @@ def test_the_capture_runs_without_cached_autocast_casts_and_restores_them():
         model.fit(_loader(), epochs=1, verbose=0)
     assert seen[:3] == [True, True, False]  # 2 warm-up steps, then the capture
     assert model.runtime.autocast_cache is True
+
+
+class _TokenCount(_OwnStep):
+    """A step whose count is not the target's length (e.g. tokens per batch)."""
+
+    def train_step(self, batch):
+        out = super().train_step(batch)
+        return ember.StepOutput(out.loss, out.preds, out.target, 3 * out.size)
+
+
+def test_a_replayed_step_counts_what_the_step_returns():
+    eager = _model(cls=_TokenCount)
+    eager.fit(_loader(), epochs=1, verbose=0)
+    graphed = _model(EagerGraph, cls=_TokenCount)
+    with pytest.warns(UserWarning, match="differs from the captured"):
+        graphed.fit(_loader(), epochs=1, verbose=0)
+    _same_training(eager, graphed)
+
+
+def test_float16_scaling_with_an_unfused_optimizer_is_not_captured():
+    net = _net()
+    model = ember.Model(net).compile(
+        nn.BCEWithLogitsLoss(), torch.optim.SGD(net.parameters(), lr=0.1), precision="16", device="cpu"
+    )
+    model._graphs = StepGraph(model, warmup=2, make_graph=EagerGraph)
+    EagerGraph.made.clear()
+    with pytest.warns(UserWarning, match="float16 gradient scaling reads the host in SGD's step"):
+        model.fit(_loader(), epochs=1, verbose=0)
+    assert EagerGraph.made == [] and len(model.history) == 1  # trained, eagerly

@@ -50,4 +50,6 @@ def test_jit_compiles_the_training_step_and_logs_the_compile_time():
     assert history["loss"].to_numpy() == pytest.approx(plain["loss"].to_numpy(), abs=1e-4)
     assert sorted(model.net.state_dict()) == sorted(_cnn().state_dict())  # no _orig_mod. prefix
     assert isinstance(model._train_loss, torch._dynamo.eval_frame.OptimizedModule)  # the loss too
+    again = model.fit(DATA, epochs=1, batch_size=16, verbose=0)  # compiled already: nothing to time
+    assert again["compile_seconds"].iloc[-1] == 0
     assert isinstance(model.loss, nn.CrossEntropyLoss)  # what the input checks look at

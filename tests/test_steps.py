@@ -98,7 +98,8 @@ def test_a_checkpoint_needs_every_optimizer_of_the_step(tmp_path):
         nn.BCEWithLogitsLoss(), torch.optim.Adam(net.generator.parameters()), device="cpu"
     )
     with pytest.raises(
-        CheckpointError, match="the checkpoint has a optimizer.discriminator; this model lacks one"
+        CheckpointError,
+        match=r"the checkpoint holds the state of 'optimizer.discriminator', which this model lacks",
     ):
         single.load(ModelCheckpoint(tmp_path / "ck").latest())
 
@@ -118,3 +119,44 @@ def test_evaluate_before_compile_asks_for_compile_and_predict_works():
     assert model.predict(torch.ones(5, 3)).shape == (5, 2)
     with pytest.raises(ember.ConfigError, match=r"call model.compile\(loss=...\) before fit, evaluate"):
         model.evaluate((torch.ones(5, 3), torch.zeros(5, dtype=torch.long)))
+
+
+def test_the_gradient_scaler_updates_once_per_step_with_several_optimizers(monkeypatch):
+    model = _gan()
+    net = model.net
+    optimizers = {"generator": torch.optim.SGD(net.generator.parameters(), lr=0.01)}
+    optimizers["discriminator"] = torch.optim.SGD(net.discriminator.parameters(), lr=0.01)
+    model.compile(loss=nn.BCEWithLogitsLoss(), optimizer=optimizers, precision="16", device="cpu")
+    updates = []
+    update = model.scaler.update
+    monkeypatch.setattr(model.scaler, "update", lambda *a: updates.append(1) or update(*a))
+    model.fit((REAL,), epochs=1, batch_size=16, verbose=0)
+    assert len(updates) == 6  # 96 / 16 steps, two optimizers each
+
+
+@pytest.mark.parametrize(
+    ("optimizers", "message"),
+    [
+        (lambda net: {"g": None}, r"optimizer must be a torch.optim.Optimizer, got NoneType"),
+        (lambda net: {}, r"optimizer=\{\} names no optimizer"),
+        (lambda net: {"g d": torch.optim.SGD(net.parameters(), lr=0.1)}, r"letters, digits and _; got 'g d'"),
+        (
+            lambda net: {
+                "a": torch.optim.SGD(net.parameters(), lr=0.1),
+                "b": torch.optim.Adam(net.generator.parameters()),
+            },
+            r"optimizers 'a' and 'b' hold the same parameter \(shape \(8, 4\)\)",
+        ),
+    ],
+)
+def test_named_optimizers_are_checked(optimizers, message):
+    net = Pair()
+    with pytest.raises(ember.ConfigError, match=message):
+        GAN(net).compile(loss=nn.BCEWithLogitsLoss(), optimizer=optimizers(net), device="cpu")
+
+
+def test_the_step_context_is_fresh_after_a_fit():
+    model = _gan()
+    model.step_context = ember.StepContext(loss_scale=0.25)
+    _fit(model)
+    assert model.step_context == ember.StepContext()

@@ -19,6 +19,7 @@ import numpy as np
 from ember.data.adapt import as_batches
 from ember.errors import ConfigError, DataError
 from ember.loop import StepContext
+from ember.optim import update_scaler
 from ember.resume import restore_rng_states, rng_states
 
 __all__ = ["LRFinderResult", "find_lr"]
@@ -102,7 +103,11 @@ def find_lr(
             for optimizer in model.optimizers.values():  # every optimizer the step uses
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            value = float(model.train_step(batch).loss.detach())  # the fit's own step: clipping, scaler
+            out = model.train_step(batch)  # the fit's own step: clipping, the gradient scaler
+            update_scaler(model.scaler)
+            if out.loss is None:
+                raise ConfigError("find_lr reads the loss train_step returns; this train_step returns none")
+            value = float(out.loss.detach())
             average = smoothing * average + (1 - smoothing) * value
             smoothed = average / (1 - smoothing ** (i + 1))
             if not math.isfinite(smoothed) or smoothed > diverge * best:

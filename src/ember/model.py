@@ -33,7 +33,7 @@ from ember.options import (
     batch_size_of,
     check_compile_arguments,
     check_fit_arguments,
-    check_optimizer_owns,
+    check_fit_optimizers,
     configure_accuracy,
     length_of,
     make_scheduler,
@@ -83,7 +83,7 @@ class Model:
         self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
         self._train_net: nn.Module = net
         self.step_context = StepContext()  # set by the fit loop before each training step
-        self._channels_last = self._jit = False
+        self._channels_last = self._jit = self._jit_untimed = False
         self._graphs: StepGraph | None = None
 
     # -- set-up ------------------------------------------------------------------------------
@@ -133,6 +133,7 @@ class Model:
         self.runtime = create_runtime(device, precision)
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
         self._channels_last, self._jit = channels_last, jit
+        self._jit_untimed = jit
         self.loss = loss
         self._train_loss = torch.compile(loss) if jit else loss  # the checks keep the plain loss
         self.optimizers = named_optimizers(optimizer, self.net, self.runtime.device)
@@ -215,7 +216,8 @@ class Model:
             if self._graphs is not None:
                 self._graphs.begin(train)
             with trap_signals(state):
-                train_fn = TrainFunction(self, self._graphs, self._jit)
+                train_fn = TrainFunction(self, self._graphs, self._jit, self._jit_untimed)
+                self._jit_untimed = False  # only the first fit compiles
                 fit_loop(self, train_fn, train, val, state, cbs, meters, self.runtime, mid_epoch)
         except (KeyboardInterrupt, SystemExit) as exc:
             if self.is_main and (state.interrupted or isinstance(exc, KeyboardInterrupt)):
@@ -225,14 +227,14 @@ class Model:
             if self._graphs is not None:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
+            self.step_context = StepContext()
         return self.history
 
     def _fit_callbacks(self, epochs: Any, callbacks: Any, verbose: Any) -> CallbackList:
         """The checks before a fit trains anything; the built-in and the user's callbacks."""
         self._require_compiled()
         user_callbacks = check_fit_arguments(epochs, callbacks, verbose)
-        for each in self.optimizers.values():
-            check_optimizer_owns(each, self.net)
+        check_fit_optimizers(self.optimizers, self.net, self.runtime.world_size)
         progress = default_progress(verbose, user_callbacks)
         return CallbackList([HistoryRecorder(self.history_rows), *progress, *user_callbacks])
 
@@ -339,11 +341,6 @@ class Model:
         self.backward(loss)
         step_optimizer(optimizer or self.optimizer, self.scaler, self.grad_clip)
 
-    def step_scheduler(self) -> None:
-        """Step a per-step LR scheduler (the fit loop calls this after every training step)."""
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
-
     def train_step(self, batch: Any) -> StepOutput:
         """One optimisation step on ``batch``; returns what the meter records.
 
@@ -357,12 +354,14 @@ class Model:
             ...     def train_step(self, batch):
             ...         real, _ = self.unpack(batch)
             ...         g, d = self.net.generator, self.net.discriminator
-            ...         ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)
-            ...         fake = g(torch.randn(len(real), 4))
+            ...         ones, zeros = torch.ones_like(real[:, :1]), torch.zeros_like(real[:, :1])
+            ...         with self.autocast():
+            ...             fake = g(torch.randn(len(real), 4, device=real.device))
+            ...             d_loss = self.loss(d(real), ones) + self.loss(d(fake.detach()), zeros)
             ...         self.optimizers["d"].zero_grad(set_to_none=True)
-            ...         d_loss = self.loss(d(real), ones) + self.loss(d(fake.detach()), zeros)
             ...         self.optimize(d_loss, self.optimizers["d"])
-            ...         g_loss = self.loss(d(fake), ones)
+            ...         with self.autocast():
+            ...             g_loss = self.loss(d(fake), ones)
             ...         self.optimize(g_loss, self.optimizers["g"])
             ...         return StepOutput(d_loss.detach() + g_loss.detach(), None, None, len(real))
         """

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GraphReady", "step_optimizer", "takes_tensor_lr"]
+__all__ = ["GraphReady", "step_optimizer", "takes_tensor_lr", "update_scaler"]
 
 
 class GraphReady:
@@ -77,7 +77,8 @@ def step_optimizer(
 ) -> None:
     """After backward: clip the norm of ``optimizer``'s gradients to ``grad_clip`` (unscaled first
     under a gradient scaler), step (through the scaler when there is one) and zero the gradients.
-    No host reads, so a CUDA graph can capture it."""
+    The scaler's ``update`` is left to the end of the training step (once, after every optimizer
+    stepped). No host reads, so a CUDA graph can capture it."""
     if grad_clip is not None:
         if scaler is not None:
             scaler.unscale_(optimizer)
@@ -85,10 +86,16 @@ def step_optimizer(
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
-        scaler.update()
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def update_scaler(scaler: torch.amp.GradScaler | None) -> None:
+    """The end of a training step: the gradient scaler's ``update``, once, after every optimizer
+    of the step stepped (the fit's TrainFunction, ``find_lr`` and the CUDA-graph capture call it)."""
+    if scaler is not None:
+        scaler.update()
 
 
 def takes_tensor_lr(optimizer: torch.optim.Optimizer) -> bool:

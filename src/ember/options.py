@@ -27,6 +27,7 @@ __all__ = [
     "batch_size_of",
     "check_compile_arguments",
     "check_fit_arguments",
+    "check_fit_optimizers",
     "check_materialized",
     "check_optimizer",
     "check_optimizer_owns",
@@ -158,14 +159,29 @@ def check_compile_arguments(
     if scheduler_interval not in SCHEDULER_INTERVALS:
         raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     check_positive("grad_clip", grad_clip)
-    for name, each in optimizer.items() if isinstance(optimizer, Mapping) else [("optimizer", optimizer)]:
-        if each is not None:
-            check_optimizer(each)
+    if isinstance(optimizer, Mapping):
+        _check_named_optimizers(optimizer)
+    elif optimizer is not None:
+        check_optimizer(optimizer)
+    check_materialized(net)
+
+
+def _check_named_optimizers(optimizers: Mapping[Any, Any]) -> None:
+    """``compile(optimizer={name: optimizer})``: names of letters, digits and _, optimizer objects,
+    no parameter in two of them (it would be stepped twice per step)."""
+    if not optimizers:
+        raise ConfigError("optimizer={} names no optimizer; pass None for the default Adam")
+    owner: dict[int, str] = {}
+    for name, each in optimizers.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
             raise ConfigError(f"optimizer names are letters, digits and _; got {name!r}")
-    if isinstance(optimizer, Mapping) and not optimizer:
-        raise ConfigError("optimizer={} names no optimizer; pass None for the default Adam")
-    check_materialized(net)
+        check_optimizer(each)
+        for param in (p for group in each.param_groups for p in group["params"]):
+            if owner.setdefault(id(param), name) != name:
+                raise ConfigError(
+                    f"optimizers {owner[id(param)]!r} and {name!r} hold the same parameter "
+                    f"(shape {tuple(param.shape)}): it would be stepped twice per step"
+                )
 
 
 def check_optimizer(optimizer: Any) -> None:
@@ -173,6 +189,20 @@ def check_optimizer(optimizer: Any) -> None:
     check_not_class("optimizer", optimizer)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+
+
+def check_fit_optimizers(
+    optimizers: dict[str, torch.optim.Optimizer], net: nn.Module, processes: int
+) -> None:
+    """Before training: each optimizer holds some of ``net``'s parameters, and a step with several
+    optimizers runs in one process (it calls submodules outside the DDP wrapper)."""
+    for optimizer in optimizers.values():
+        check_optimizer_owns(optimizer, net)
+    if len(optimizers) > 1 and processes > 1:
+        raise ConfigError(
+            "a step with several optimizers calls its submodules directly, outside the DDP "
+            "wrapper, so processes would not share gradients; train it in one process"
+        )
 
 
 def check_optimizer_owns(optimizer: torch.optim.Optimizer, net: nn.Module) -> None:

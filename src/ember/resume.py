@@ -164,8 +164,10 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     for name in sorted(set(objects) | set(saved)):
         if (name in objects) != (name in states):
             raise CheckpointError(
-                f"{path}: the checkpoint {'has' if name in states else 'lacks'} a {name}; "
-                f"this model {'lacks' if name not in objects else 'has'} one"
+                f"{path}: the checkpoint {'holds' if name in states else 'lacks'} the state of "
+                f"{name!r}, which this model {'lacks' if name not in objects else 'has'} (checkpoint: "
+                f"{', '.join(saved)}; model: {', '.join(objects)}; the first of "
+                "compile(optimizer={...}) is 'optimizer', the others 'optimizer.<name>')"
             )
         _load_into(objects[name], states[name], name, path)
     model.history_rows[:] = extra["history"]

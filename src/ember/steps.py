@@ -17,6 +17,7 @@ from typing import Any
 
 from ember.graphs import StepGraph
 from ember.loop import StepContext, StepOutput
+from ember.optim import update_scaler
 
 __all__ = ["TrainFunction"]
 
@@ -25,20 +26,21 @@ class TrainFunction:
     """``train_fn(batch, context) -> StepOutput`` for one fit call of ``model``.
 
     Args:
-        model: the ``ember.Model`` being trained (its ``train_step``, ``step_scheduler``).
+        model: the ``ember.Model`` being trained (its ``train_step``, scaler and scheduler).
         graphs: the model's StepGraph when ``compile(cuda_graphs=True)``, else None.
-        jit: the net was compiled with ``torch.compile``: time the first call as compile time.
+        jit: the net was compiled with ``torch.compile`` (the ``compile_seconds`` column is kept).
+        time_first: time the first call as compile time (the first fit after compile).
 
     Example:
-        >>> train_fn = TrainFunction(model, None, jit=False)  # doctest: +SKIP
+        >>> train_fn = TrainFunction(model, None, jit=False, time_first=False)  # doctest: +SKIP
         >>> out = train_fn(batch, StepContext())  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, graphs: StepGraph | None, jit: bool) -> None:
+    def __init__(self, model: Any, graphs: StepGraph | None, jit: bool, time_first: bool) -> None:
         self.model = model
         self.graphs = graphs
         self.reports_compile = jit or graphs is not None
-        self._first_call_pending = jit
+        self._first_call_pending = time_first
         self._compile_seconds = 0.0
 
     def __call__(self, batch: Any, context: StepContext) -> StepOutput:
@@ -46,11 +48,16 @@ class TrainFunction:
         model = self.model
         model.step_context = context
         started = time.perf_counter() if self._first_call_pending else None
-        out = model.train_step(batch) if self.graphs is None else self.graphs.step(batch)
+        if self.graphs is None:
+            out = model.train_step(batch)
+            update_scaler(model.scaler)
+        else:
+            out = self.graphs.step(batch)
         if started is not None:
             self._first_call_pending = False
             self._compile_seconds += time.perf_counter() - started
-        model.step_scheduler()
+        if model.scheduler is not None and model.scheduler_interval == "step":
+            model.scheduler.step()
         return out
 
     def record(self, meter: Any, out: StepOutput, n: int) -> None:

@@ -29,7 +29,7 @@ from ember.data.order import mixed_seed
 from ember.graphs.adapters import GraphMeter, LazyBatch
 from ember.loop import StepOutput
 from ember.metrics.meter import Meter
-from ember.optim import GraphReady, takes_tensor_lr
+from ember.optim import GraphReady, takes_tensor_lr, update_scaler
 
 __all__ = ["CapturedGraph", "StepGraph", "step_graph_for"]
 
@@ -139,6 +139,9 @@ class StepGraph:
             return f"capturing runs in one process, this run has {model.runtime.world_size}"
         if batch_weights(train) is not None:
             return "the training data is split across processes"
+        if model.scaler is not None and not getattr(model.optimizer, "_step_supports_amp_scaling", False):
+            name = type(model.optimizer).__name__
+            return f"float16 gradient scaling reads the host in {name}'s step; use a fused optimizer"
         if len(model.optimizers) > 1:
             return f"the step uses {len(model.optimizers)} optimizers; capturing takes one"
         if model.scheduler_interval == "step" and getattr(model.scheduler, "cycle_momentum", False):
@@ -200,7 +203,9 @@ class StepGraph:
 
     def _eager(self, batch: Any) -> StepOutput:
         self._replayed = False
-        return self.model.train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
+        out = self.model.train_step(batch.materialize() if isinstance(batch, LazyBatch) else batch)
+        update_scaler(self.model.scaler)
+        return out
 
     def _warmup_step(self, batch: Any) -> StepOutput:
         if self.model.device.type != "cuda":
@@ -243,7 +248,7 @@ class StepGraph:
             after = meter.counts()
         except Exception as exc:  # anything capture refuses: train on, eagerly
             meter.set_counts(before)
-            self.model.optimizer.zero_grad(set_to_none=True)  # grads the capture assigned hold nothing
+            _drop_grads(self.model.net)  # grads the capture assigned hold nothing
             self._give_up(f"the step could not be captured ({type(exc).__name__}: {exc}){_hint(exc)}")
             runtime.autocast_cache = True
             return self._eager(batch)
@@ -252,7 +257,6 @@ class StepGraph:
         meter.set_counts(before)  # capturing counted nothing; each run adds the counts below
         self._counts = [{k: a[k] - b[k] for k in a} for a, b in zip(after, before, strict=True)]
         self._graph, self._losses, self._outputs = graph, losses, outputs
-        self._size = _batch_size(outputs[2], self._static)
         self._compile_seconds += time.perf_counter() - started
         if graph.executes_on_capture:
             return self._finish()
@@ -280,14 +284,16 @@ class StepGraph:
             def source() -> Any:
                 return pytree.tree_unflatten(self._static, spec)
 
-        model.optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates the grads
+        _drop_grads(model.net)  # backward in the capture allocates the grads
         return self.make_graph([] if self._generator is None else [self._generator]), source
 
     def _body(self, source: Callable[[], Any], meter: GraphMeter) -> tuple[Any, Any, Any]:
         """The captured step: the model's own ``train_step`` on the static batch, then the meter's
         device half; no host reads, no Python numbers that change between batches."""
         out = self.model.train_step(source())
+        update_scaler(self.model.scaler)
         meter.device_update(out.loss, out.preds, out.target)
+        self._size = out.size  # the step's own count, a host int fixed by the shapes
         return out.loss, out.preds, out.target
 
     def _replay(self, batch: Any, meter: GraphMeter) -> StepOutput:
@@ -328,9 +334,10 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def _batch_size(target: Any, static: list[torch.Tensor]) -> int:
-    tensor = target if isinstance(target, torch.Tensor) and target.dim() else static[0]
-    return int(tensor.shape[0])
+def _drop_grads(net: torch.nn.Module) -> None:
+    """Every parameter's gradient to None (a custom step may train parameters of several optimizers)."""
+    for param in net.parameters():
+        param.grad = None
 
 
 def _shapes(key: Any) -> str:
