@@ -30,6 +30,7 @@ __all__ = [
     "StepContext",
     "StepOutput",
     "Steps",
+    "TrainFn",
     "fit_loop",
     "run_eval",
     "run_predict",
@@ -66,9 +67,14 @@ class StepContext:
 class TrainFn(Protocol):
     """What the loop needs from ``ember.steps.TrainFunction``."""
 
-    def __call__(self, batch: Any, context: StepContext) -> StepOutput: ...
-    def record(self, meter: Meter, out: StepOutput, n: int) -> None: ...
-    def epoch_logs(self) -> dict[str, float]: ...
+    def __call__(self, batch: Any, context: StepContext) -> StepOutput:
+        """One training step."""
+
+    def record(self, meter: Meter, out: StepOutput, n: int) -> None:
+        """Add the step's output of ``n`` samples to ``meter``."""
+
+    def epoch_logs(self) -> dict[str, float]:
+        """Extra epoch columns (``compile_seconds``)."""
 
 
 class Steps(Protocol):
@@ -93,8 +99,11 @@ class Processes(Protocol):
     rank: int
     world_size: int
 
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
-    def gather_objects(self, obj: Any) -> list[Any]: ...
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over every process."""
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order."""
 
 
 def _read(meter: Meter, runtime: Processes | None, prefix: str = "") -> dict[str, float]:
