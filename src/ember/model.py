@@ -195,14 +195,11 @@ class Model:
             verbose: 0 silent, 1 live progress bar (one line per epoch when not a terminal), 2 lines.
             batch_size: for Datasets and arrays (default 32).
             shuffle: reshuffle Datasets and arrays every epoch.
-            resume: continue from a checkpoint folder, a ModelCheckpoint folder (its newest
-                checkpoint) or "latest" (the newest of the ModelCheckpoint in ``callbacks``); ``epochs``
-                then counts from the start of the interrupted fit call, so rerunning the same call
-                with ``resume=`` finishes it.
+            resume: a checkpoint folder, a ModelCheckpoint folder (its newest) or "latest" (of the
+                ModelCheckpoint in ``callbacks``); rerunning the interrupted call with it finishes it.
             on_device: hold the whole training and validation data on the model's device (what
                 ``ember.data.resident_loader`` takes); batches are cut there with one gather each.
-            augment: with ``on_device``, batch augmentations run on the device, e.g.
-                ``[ember.data.random_flip(), ember.data.random_crop(4)]``.
+            augment: with ``on_device``, augmentations run there, e.g. ``[ember.data.random_flip()]``.
         """
         cbs = self._fit_callbacks(epochs, callbacks, verbose)
         data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
