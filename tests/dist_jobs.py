@@ -31,7 +31,7 @@ class HelperStep(ember.Model):
         return ember.StepOutput(loss, out, y, len(y))
 
 
-def model(dropout=0.0, custom=False):
+def model(dropout=0.0, custom=False, accumulate=1):
     ember.seed_everything(0)
     net = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Dropout(dropout), nn.Linear(12, 3))
     return (HelperStep if custom else ember.Model)(net).compile(
@@ -39,6 +39,7 @@ def model(dropout=0.0, custom=False):
         metrics=["accuracy"],
         optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
         device="cpu",
+        accumulate=accumulate,
     )
 
 
@@ -53,8 +54,8 @@ def dump(out, name, model, history):
     history.drop(columns=["seconds"]).to_json(folder / f"{name}-rank{rank()}.json")
 
 
-def fit_job(out, n, batch, val_n=21, name="fit", dropout=0.0, loader=False, custom=False):
-    m = model(dropout, custom)
+def fit_job(out, n, batch, val_n=21, name="fit", dropout=0.0, loader=False, custom=False, accumulate=1):
+    m = model(dropout, custom, accumulate)
     x, y = data(n)
     vx, vy = data(val_n, seed=1)
     train = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True) if loader else (x, y)
@@ -85,8 +86,8 @@ class StopAt(Callback):
             raise RuntimeError(f"boom at step {state.step}")
 
 
-def resume_job(out, phase, stop_at=4, crash_rank=None):
-    m = model(dropout=0.3)
+def resume_job(out, phase, stop_at=4, crash_rank=None, accumulate=1):
+    m = model(dropout=0.3, accumulate=accumulate)
     x, y = data(45)
     checkpoint = ModelCheckpoint(Path(out) / "ck", every_n_steps=1, keep_last=1)
     callbacks = [checkpoint] + ([StopAt(stop_at, crash_rank)] if phase == "first" else [])

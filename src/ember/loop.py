@@ -58,10 +58,21 @@ class StepContext:
     Attributes:
         loss_scale: multiply the loss by this before backward (``Model.backward`` does): with several
             processes and an uneven last batch, ``real samples x N / global batch``, so DDP's average
-            is the exact mean over the global batch; 1.0 otherwise.
+            is the exact mean over the global batch; 1.0 otherwise. Inside an accumulation window
+            also times the batch's sample count.
+        update: this step ends an accumulation window: ``Model.optimize`` steps the optimizer (always
+            True without accumulation; before the window's last micro-batch the gradients only add up).
+        grad_divisor: what the summed gradients are divided by before the update (the window's
+            sample count; 1.0 without accumulation).
+        samples: from the loop: the samples of the global batch when the data is sharded, else None.
+        last: from the loop: this is the epoch's last batch (False when the data has no length).
     """
 
     loss_scale: float = 1.0
+    update: bool = True
+    grad_divisor: float = 1.0
+    samples: int | None = None
+    last: bool = False
 
 
 class TrainFn(Protocol):
@@ -70,8 +81,14 @@ class TrainFn(Protocol):
     def __call__(self, batch: Any, context: StepContext) -> StepOutput:
         """One training step."""
 
+    updated: bool
+
     def record(self, meter: Meter, out: StepOutput, n: int) -> None:
         """Add the step's output of ``n`` samples to ``meter``."""
+
+    def end_window(self) -> int:
+        """Apply an open accumulation window (the epoch ended or stopped inside it); returns the
+        number of optimizer updates made (0 or 1)."""
 
     def epoch_logs(self) -> dict[str, float]:
         """Extra epoch columns (``compile_seconds``)."""
@@ -163,19 +180,22 @@ def run_train_epoch(
     batch_hook = cbs.wants("on_train_batch_end")
     clock = time.monotonic
     next_refresh = clock() + refresh_every
-    context, progress = StepContext(), state.progress
+    context, progress, steps = StepContext(), state.progress, state.steps_per_epoch
     try:
         for batch in batches:
+            context.last = progress.batch + 1 == steps
             if weights is None:
                 out = train_fn(batch, context)
                 train_fn.record(meter, out, out.size)
             else:
-                real, context.loss_scale = weights(state.batch)
+                share = weights(progress.batch)
+                context.loss_scale, context.samples = share.loss_scale, share.total
                 out = train_fn(batch, context)
-                if real:  # a padding batch trains (DDP needs every process) but counts for nothing
-                    train_fn.record(meter, out, real)
+                if share.real:  # a padding batch trains (DDP needs every process) but counts for nothing
+                    train_fn.record(meter, out, share.real)
             progress.batch += 1
             progress.step += 1
+            progress.updates += train_fn.updated
             if batch_hook:
                 cbs.call("on_train_batch_end", state)
             if state.interrupted is not None:
@@ -187,6 +207,7 @@ def run_train_epoch(
             if state.should_stop:  # a callback asked mid-epoch: stop at this step boundary
                 rewind(batches, state.epoch)
                 break
+        progress.updates += train_fn.end_window()
     except Exception as exc:
         _note(exc, _position(state, runtime))
         raise

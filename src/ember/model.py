@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ember import checks
+from ember.accumulate import Accumulation
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder
 from ember.callbacks.progress import default_progress
 from ember.data.adapt import as_batches
@@ -30,6 +31,7 @@ from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric, resolve_metrics
 from ember.optim import step_optimizer
 from ember.options import (
+    accumulation_of,
     batch_size_of,
     check_compile_arguments,
     check_fit_arguments,
@@ -78,6 +80,7 @@ class Model:
         self.optimizer: Any = None
         self.scheduler: Any = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.accumulation: Accumulation | None = None  # compile(accumulate=k > 1)
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
@@ -96,6 +99,7 @@ class Model:
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         grad_clip: float | None = None,
+        accumulate: int = 1,
         precision: str = "32",
         device: str | torch.device | None = None,
         channels_last: bool = False,
@@ -118,6 +122,9 @@ class Model:
                 "val_accuracy"); None: "val_loss", or "loss" when fit has no validation data. Its
                 direction must agree with the scheduler's mode (checked here).
             grad_clip: clip the gradient norm to this value (> 0).
+            accumulate: update the weights once every ``accumulate`` batches, with the gradient of
+                one batch holding all their samples (also for a short last window); schedulers,
+                clipping, the gradient scaler and the EMA act per update.
             precision: "32", "bf16" or "16" (float16 with gradient scaling).
             device: None -> cuda when available, else cpu.
             channels_last: keep the net and 4-d input batches in channels-last memory format.
@@ -142,9 +149,10 @@ class Model:
         self.scheduler_interval = scheduler_interval
         self._plateau = plateau_monitor(self.scheduler, scheduler_monitor, scheduler_interval, self.metrics)
         self.grad_clip = grad_clip
+        self.accumulation = accumulation_of(accumulate, cuda_graphs)
         configure_accuracy(self.metrics, loss)
         self.scaler = self.runtime.make_scaler()
-        self._graphs = step_graph_for(self) if cuda_graphs else None
+        self._graphs = step_graph_for(self) if cuda_graphs and self.accumulation is None else None
         return self
 
     @property
@@ -336,7 +344,20 @@ class Model:
         compiled one) and zeroed grads: what a custom ``train_step`` calls. No host reads, so a
         CUDA graph captures it; a per-step LR scheduler is stepped by the fit loop after the step."""
         self.backward(loss)
-        step_optimizer(optimizer or self.optimizer, self.scaler, self.grad_clip)
+        context = self.step_context
+        if context.update:
+            step_optimizer(optimizer or self.optimizer, self.scaler, self.grad_clip, context.grad_divisor)
+
+    def apply_update(self) -> None:
+        """Step every optimizer on the gradients summed so far (an accumulation window that the
+        epoch's end cut short), divided by ``step_context.grad_divisor``."""
+        for optimizer in self.optimizers.values():
+            step_optimizer(optimizer, self.scaler, self.grad_clip, self.step_context.grad_divisor)
+
+    def no_sync(self) -> Any:
+        """A context in which backward keeps gradients in this process (DDP's ``no_sync``; nothing
+        in one process): the micro-batches of an accumulation window before its last."""
+        return self.runtime.no_sync(self._train_net)
 
     def train_step(self, batch: Any) -> StepOutput:
         """One optimisation step on ``batch``; returns what the meter records.

@@ -73,22 +73,33 @@ class GraphReady:
 
 
 def step_optimizer(
-    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, grad_clip: float | None
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    grad_clip: float | None,
+    grad_divisor: float = 1.0,
 ) -> None:
-    """After backward: clip the norm of ``optimizer``'s gradients to ``grad_clip`` (unscaled first
-    under a gradient scaler), step (through the scaler when there is one) and zero the gradients.
-    The scaler's ``update`` is left to the end of the training step (once, after every optimizer
-    stepped). No host reads, so a CUDA graph can capture it."""
+    """After backward: divide ``optimizer``'s gradients by ``grad_divisor`` (the sample count of an
+    accumulation window), clip their norm to ``grad_clip`` (unscaled first under a gradient
+    scaler), step (through the scaler when there is one) and zero the gradients. The scaler's
+    ``update`` is left to the end of the training step (once, after every optimizer stepped). No
+    host reads, so a CUDA graph can capture it."""
+    if grad_divisor != 1.0:
+        grads = [p.grad for p in _params(optimizer) if p.grad is not None]
+        if grads:
+            torch._foreach_div_(grads, grad_divisor)
     if grad_clip is not None:
         if scaler is not None:
             scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        torch.nn.utils.clip_grad_norm_(_params(optimizer), grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def update_scaler(scaler: torch.amp.GradScaler | None) -> None:

@@ -8,6 +8,7 @@ torch, ember.arguments, ember.errors, ember.metrics and the callbacks' Monitor.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ember._tree import first_tensor, to_device
+from ember.accumulate import Accumulation
 from ember.arguments import check_count, check_not_class, check_positive
 from ember.callbacks.base import Callback
 from ember.callbacks.monitor import Monitor
@@ -24,6 +26,7 @@ from ember.metrics import Accuracy, Metric, direction
 __all__ = [
     "SCHEDULER_INTERVALS",
     "PlateauInput",
+    "accumulation_of",
     "batch_size_of",
     "check_compile_arguments",
     "check_fit_arguments",
@@ -41,6 +44,20 @@ __all__ = [
     "split_batch",
     "with_target",
 ]
+
+
+def accumulation_of(accumulate: Any, cuda_graphs: bool) -> Accumulation | None:
+    """``compile(accumulate=k)``: None for k = 1 (every step updates), else the window of k steps
+    (whose steps run eagerly: a captured CUDA graph cannot skip the update of most steps)."""
+    check_count("accumulate", accumulate, 1)
+    if accumulate == 1:
+        return None
+    if cuda_graphs:
+        warnings.warn(
+            f"compile(accumulate={accumulate}) runs its steps eagerly: cuda_graphs applies to accumulate=1",
+            stacklevel=3,
+        )
+    return Accumulation(accumulate)
 
 
 def prepare_net(net: nn.Module, runtime: Any, channels_last: bool, jit: bool) -> tuple[nn.Module, nn.Module]:

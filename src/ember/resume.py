@@ -76,7 +76,11 @@ def save_training(model: Any, path: str | Path) -> Path:
     """
     state, runtime = model.state, model.runtime
     in_epoch = state.train_meter is not None and state.epoch > state.epochs_done
-    local = {"rng": rng_states(), "meter": state.train_meter.state_dict() if in_epoch else None}
+    local = {
+        "rng": rng_states(),
+        "meter": state.train_meter.state_dict() if in_epoch else None,
+        "window": _open_window(model) if in_epoch else None,
+    }
     parts = runtime.gather_objects(local)
     error = None
     if runtime.is_main:
@@ -90,6 +94,27 @@ def save_training(model: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def _open_window(model: Any) -> dict[str, Any] | None:
+    """This process's open accumulation window (counts and summed gradients), or None."""
+    window = getattr(model, "accumulation", None)
+    return window.state_dict(model.net) if window is not None and window.open else None
+
+
+def _restore_window(model: Any, saved: dict[str, Any] | None, path: Path) -> None:
+    """Put back an open accumulation window; refuse one this model cannot continue."""
+    window = getattr(model, "accumulation", None)
+    if saved is None:
+        return
+    if window is None or window.every <= int(saved["batches"]):
+        every = 1 if window is None else window.every
+        raise CheckpointError(
+            f"{path} stopped {saved['batches']} batches into a gradient-accumulation window, which "
+            f"compile(accumulate={every}) cannot continue: compile with the accumulate of the run "
+            "that saved it"
+        )
+    window.load_state_dict(saved, model.net)
+
+
 def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[dict[str, Any]]) -> Path:
     state = model.state
     states: dict[str, Any] = {"model": model.net.state_dict(), "rng": [p["rng"] for p in parts]}
@@ -97,6 +122,7 @@ def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[di
         states[name] = model.optimizer_state_dict() if name == "optimizer" else obj.state_dict()
     if in_epoch:
         states["meter"] = [p["meter"] for p in parts]
+        states["window"] = [p["window"] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
     data_epoch, position = (state.epoch - 1, state.batch) if in_epoch else (state.epochs_done, 0)
     progress = {**state.progress.state_dict(), "batch": state.batch if in_epoch else 0, "in_epoch": in_epoch}
@@ -178,6 +204,7 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     rank = model.runtime.rank
     if progress["in_epoch"] and state.train_meter is not None:
         state.train_meter.load_state_dict(states["meter"][rank])
+        _restore_window(model, states.get("window", [None] * world)[rank], path)
     for key, cb in _callback_keys(state.callbacks):
         if key in states["callbacks"]:
             cb.load_state_dict(states["callbacks"][key])

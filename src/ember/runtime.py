@@ -95,6 +95,11 @@ class Runtime:
         """The module training steps call (the serial runtime: the net itself, on the device)."""
         return net.to(self.device)
 
+    def no_sync(self, train_net: torch.nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """A context whose backward passes keep gradients local to this process (DDP's ``no_sync``,
+        for the micro-batches of an accumulation window before the last); nothing in one process."""
+        return contextlib.nullcontext()
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over processes (identity in one process)."""
         return tensor
@@ -148,6 +153,10 @@ class DistributedRuntime(Runtime):
         net = net.to(self.device)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+    def no_sync(self, train_net: torch.nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """DDP's ``no_sync`` of ``train_net`` (the wrapper, also under ``torch.compile``)."""
+        return train_net.no_sync()  # an OptimizedModule hands the attribute on to the DDP module
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over all processes, in place."""

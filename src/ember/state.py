@@ -25,7 +25,9 @@ class Progress:
 
     Attributes:
         epoch: the current epoch, 1-based; ``epochs_done`` the number of finished epochs.
-        step: optimizer steps taken since the model was created (across ``fit`` calls).
+        step: training steps (batches) taken since the model was created (across ``fit`` calls).
+        updates: optimizer updates since the model was created: ``step`` without gradient
+            accumulation; with ``compile(accumulate=k)``, one per window of k steps.
         batch: batches done in the current epoch.
         fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
             the original one's, so ``epochs`` means the same in both).
@@ -39,6 +41,7 @@ class Progress:
     epoch: int = 0
     epochs_done: int = 0
     step: int = 0
+    updates: int = 0
     batch: int = 0
     fit_start_epoch: int = 0
 
@@ -47,9 +50,10 @@ class Progress:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
-        """Restore the counters of :meth:`state_dict`."""
+        """Restore the counters of :meth:`state_dict` (one saved before ``updates`` was counted
+        had one update per step)."""
         for f in fields(self):
-            setattr(self, f.name, int(state[f.name]))
+            setattr(self, f.name, int(state.get(f.name, state["step"])))
 
 
 def _counter(name: str, doc: str) -> property:
@@ -71,7 +75,7 @@ class TrainState:
     Attributes:
         model: the ``ember.Model`` being trained (callbacks use ``model.net`` and ``model.save``).
         progress: the counters (a :class:`Progress`); ``epoch``, ``epochs_done``, ``step``,
-            ``batch`` and ``fit_start_epoch`` read and write them.
+            ``updates``, ``batch`` and ``fit_start_epoch`` read and write them.
         epochs: the epoch number ``fit`` stops after (1-based, counted across ``fit`` calls).
         steps_per_epoch: batches per epoch, or None when the data has no length.
         logs: the last finished epoch's values (``loss``, metrics, ``val_*``, ``lr``, ``seconds``).
@@ -104,6 +108,7 @@ class TrainState:
 
     epoch = _counter("epoch", "The current epoch, 1-based.")
     epochs_done = _counter("epochs_done", "The number of finished epochs.")
-    step = _counter("step", "Optimizer steps taken since the model was created.")
+    step = _counter("step", "Training steps (batches) taken since the model was created.")
+    updates = _counter("updates", "Optimizer updates since the model was created.")
     batch = _counter("batch", "Batches done in the current epoch.")
     fit_start_epoch = _counter("fit_start_epoch", "``epochs_done`` when the current ``fit`` call began.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ember.accumulate import Accumulation, sample_count
 from ember.graphs import StepGraph
 from ember.loop import StepContext, StepOutput
 from ember.optim import update_scaler
@@ -39,26 +40,55 @@ class TrainFunction:
     def __init__(self, model: Any, graphs: StepGraph | None, jit: bool, time_first: bool) -> None:
         self.model = model
         self.graphs = graphs
+        self.window: Accumulation | None = model.accumulation
         self.reports_compile = jit or graphs is not None
+        self.updated = True  # whether the last call updated the weights
         self._first_call_pending = time_first
         self._compile_seconds = 0.0
 
     def __call__(self, batch: Any, context: StepContext) -> StepOutput:
-        """One optimisation step on ``batch`` with ``context``; then a per-step scheduler step."""
+        """One training step on ``batch`` with ``context``; after an optimizer update, a per-step
+        scheduler step."""
         model = self.model
+        if self.window is not None:
+            context = self._in_window(batch, context)
         model.step_context = context
         started = time.perf_counter() if self._first_call_pending else None
-        if self.graphs is None:
+        if self.graphs is not None:
+            out = self.graphs.step(batch)
+        elif context.update:
             out = model.train_step(batch)
             update_scaler(model.scaler)
         else:
-            out = self.graphs.step(batch)
+            with model.no_sync():  # the window's last micro-batch all-reduces the summed gradients
+                out = model.train_step(batch)
         if started is not None:
             self._first_call_pending = False
             self._compile_seconds += time.perf_counter() - started
-        if model.scheduler is not None and model.scheduler_interval == "step":
+        self.updated = context.update
+        if context.update and model.scheduler is not None and model.scheduler_interval == "step":
             model.scheduler.step()
         return out
+
+    def _in_window(self, batch: Any, context: StepContext) -> StepContext:
+        """The context of a micro-batch: its loss weighted by its sample count, and whether it
+        ends the window (then the summed gradients are divided by the window's count)."""
+        samples = context.samples if context.samples is not None else sample_count(batch)
+        update, divisor = self.window.plan(samples, context.last)  # type: ignore[union-attr]
+        return StepContext(context.loss_scale * samples, update, divisor)
+
+    def end_window(self) -> int:
+        """Apply an open accumulation window (the data ran out, or a callback stopped the epoch,
+        inside it): every optimizer steps on the summed gradients. Returns the updates made."""
+        if self.window is None or not self.window.open:
+            return 0
+        model = self.model
+        model.step_context = StepContext(grad_divisor=self.window.close())
+        model.apply_update()
+        update_scaler(model.scaler)
+        if model.scheduler is not None and model.scheduler_interval == "step":
+            model.scheduler.step()
+        return 1
 
     def record(self, meter: Any, out: StepOutput, n: int) -> None:
         """Add the step ``out`` of ``n`` samples to ``meter`` (a replayed CUDA graph wrote its loss

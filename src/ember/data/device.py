@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ember.data.order import Shard, epoch_generator
+from ember.data.order import BatchShare, Shard, epoch_generator
 from ember.errors import DataError
 
 __all__ = ["DeviceLoader", "random_crop", "random_flip", "scaled_tensors"]
@@ -161,8 +161,8 @@ class DeviceLoader:
         n, size = self.num_samples, self.batch_size * self.shard.world
         return n // size if self.drop_last else math.ceil(n / size)
 
-    def weights(self, b: int) -> tuple[int, float]:
-        """``(real samples, loss scale)`` of this process's batch ``b`` (see ``Shard``)."""
+    def weights(self, b: int) -> BatchShare:
+        """This process's share of global batch ``b`` (see ``Shard``)."""
         return self.shard.weights(self.num_samples, b, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:

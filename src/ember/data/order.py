@@ -5,12 +5,12 @@ every global batch. Shared by DeviceLoader and the DataLoader samplers. Knows to
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["Shard", "epoch_generator", "mixed_seed"]
+__all__ = ["BatchShare", "Shard", "epoch_generator", "mixed_seed"]
 
 
 def mixed_seed(seed: int, epoch: int, batch: int | None = None) -> int:
@@ -28,6 +28,16 @@ def epoch_generator(
     generator = torch.Generator(device=device)
     generator.manual_seed(mixed_seed(seed, epoch, batch))
     return generator
+
+
+class BatchShare(NamedTuple):
+    """This process's share of a global batch: ``real`` samples of the ``total`` in the global
+    batch, and the ``loss_scale`` (``real * world / total``) that makes DDP's average of the
+    processes' mean losses the exact mean over the global batch."""
+
+    real: int
+    loss_scale: float
+    total: int
 
 
 class Shard:
@@ -58,10 +68,9 @@ class Shard:
         start, stop = self.part(len(chunk))
         return (chunk[start:stop], stop - start) if stop > start else (chunk[:1], 0)
 
-    def weights(self, total: int, b: int, batch_size: int) -> tuple[int, float]:
-        """``(real samples, loss scale)`` of batch ``b``: scaling each process's mean loss by
-        ``real * world / global batch`` makes DDP's average the exact mean over the global batch."""
+    def weights(self, total: int, b: int, batch_size: int) -> BatchShare:
+        """This process's :class:`BatchShare` of global batch ``b`` (``total`` samples per epoch)."""
         size = batch_size * self.world
         n = min(size, total - b * size)
         start, stop = self.part(n)
-        return stop - start, (stop - start) * self.world / n
+        return BatchShare(stop - start, (stop - start) * self.world / n, n)

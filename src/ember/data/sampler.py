@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ember.data.order import Shard, epoch_generator
+from ember.data.order import BatchShare, Shard, epoch_generator
 
 __all__ = [
     "BatchRequest",
@@ -78,8 +78,8 @@ class SeededBatchSampler(Sampler[BatchRequest]):
         size = self.batch_size * self.shard.world
         return self.size // size if self.drop_last else math.ceil(self.size / size)
 
-    def weights(self, b: int) -> tuple[int, float]:
-        """``(real samples, loss scale)`` of this process's batch ``b`` (see ``Shard``)."""
+    def weights(self, b: int) -> BatchShare:
+        """This process's share of global batch ``b`` (see ``Shard``)."""
         return self.shard.weights(self.size, b, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
