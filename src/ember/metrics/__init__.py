@@ -1,4 +1,5 @@
-"""Metrics with device-side state: built-ins, adapters for functions and torchmetrics, the epoch Meter."""
+"""Metrics with device-side state: built-ins, adapters for functions and torchmetrics, the epoch Meter,
+and the pieces for models with several outputs and losses (``structured``)."""
 
 from ember.metrics.adapters import FunctionMetric, TorchMetricsMetric, resolve_metrics
 from ember.metrics.base import Metric
@@ -6,6 +7,15 @@ from ember.metrics.classification import AUC, Accuracy
 from ember.metrics.direction import direction
 from ember.metrics.meter import Meter
 from ember.metrics.regression import MAE, MSE, RMSE
+from ember.metrics.structured import (
+    LossComponent,
+    OutputMetric,
+    StructuredLoss,
+    as_structured_loss,
+    configure_output_accuracy,
+    loss_component_metrics,
+    resolve_output_metrics,
+)
 
 __all__ = [
     "AUC",
@@ -14,9 +24,16 @@ __all__ = [
     "RMSE",
     "Accuracy",
     "FunctionMetric",
+    "LossComponent",
     "Meter",
     "Metric",
+    "OutputMetric",
+    "StructuredLoss",
     "TorchMetricsMetric",
+    "as_structured_loss",
+    "configure_output_accuracy",
     "direction",
+    "loss_component_metrics",
     "resolve_metrics",
+    "resolve_output_metrics",
 ]

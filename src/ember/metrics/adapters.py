@@ -2,7 +2,9 @@
 
 Accepted: built-in names, ember ``Metric`` objects, torchmetrics metrics (used as they are), and plain
 functions ``f(y_pred, y_true) -> number`` (computed per batch on CPU copies and sample-weighted; each
-call costs a host sync, which built-in metrics avoid).
+call costs a host sync, which built-in metrics avoid). Per-sample weights reach only metrics that
+can take them exactly: a function or torchmetrics metric given weights raises ConfigError, because
+its per-batch value cannot be re-weighted per sample after the fact.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ class FunctionMetric(Metric):
         super().reset()
         self._sum = 0.0
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Call ``fn`` on CPU copies and add ``value * batch size``."""
+    def update(self, preds: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Call ``fn`` on CPU copies and add ``value * batch size``; ConfigError with ``weight``."""
+        if weight is not None:
+            raise _unweightable(self.name, "a plain function f(y_pred, y_true)")
         value = self.fn(preds.detach().cpu(), target.detach().cpu())
         try:
             number = float(value)
@@ -122,8 +126,10 @@ class TorchMetricsMetric(Metric):
         self.metric.to(device)
         return self
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Forward to ``metric.update``."""
+    def update(self, preds: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Forward to ``metric.update``; ConfigError with ``weight``."""
+        if weight is not None:
+            raise _unweightable(self.name, f"a torchmetrics {type(self.metric).__name__}")
         self.metric.update(preds.detach(), target)
 
     def compute(self) -> torch.Tensor:
@@ -142,6 +148,15 @@ class TorchMetricsMetric(Metric):
         """Restore tensor states."""
         for key, value in state.items():
             setattr(self.metric, key, torch.as_tensor(value))
+
+
+def _unweightable(name: str, kind: str) -> ConfigError:
+    """The error for sample weights given to a metric that cannot apply them per sample."""
+    return ConfigError(
+        f"metric {name!r} is {kind}, which cannot apply per-sample weights (sample weights or "
+        f"class_weight); use a built-in metric ({', '.join(sorted(BUILTIN_METRICS))}), an ember Metric "
+        "whose update takes weight=, or train without sample weights"
+    )
 
 
 def _snake(name: str) -> str:

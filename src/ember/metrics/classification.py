@@ -1,6 +1,8 @@
 """Classification metrics: accuracy (binary and multiclass) and exact binary ROC AUC.
 
 Device-side statistics only; shapes decide binary vs multiclass, never a host read of the values.
+Both take optional per-sample weights: weighted accuracy is ``sum(w * correct) / sum(w)``, weighted
+AUC the weighted Mann-Whitney statistic.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 import torch
 
 from ember.errors import ShapeError
-from ember.metrics.base import Metric
+from ember.metrics.base import Metric, _acc_dtype
 
 __all__ = ["AUC", "Accuracy"]
 
@@ -21,7 +23,8 @@ class Accuracy(Metric):
     Multiclass when predictions have a class dimension of size > 1 (dim 1): the argmax is compared
     with integer targets (or with the argmax of one-hot / probability targets). Binary when predictions
     are ``(N,)`` or ``(N, 1)``: positive when the probability is > ``threshold`` (default 0.5) or, for
-    logits, when the logit is > 0.
+    logits, when the logit is > 0. With per-sample weights ``w`` the value is
+    ``sum(w * correct) / sum(w)``, a sample's ``correct`` being its mean over non-batch positions.
 
     Args:
         from_logits: binary outputs are logits (True), probabilities (False), or None: ``compile`` sets it
@@ -48,9 +51,10 @@ class Accuracy(Metric):
         self.threshold = threshold
         self.add_state("correct")
         self.add_state("total", kind="count")
+        self.add_weight_state("total")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Count correct predictions of one batch."""
+    def update(self, preds: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Count correct predictions of one batch (weighted by ``weight``, shape (N,), when given)."""
         preds = preds.detach()
         if preds.dim() >= 2 and preds.shape[1] > 1:
             predicted = preds.argmax(1)
@@ -65,8 +69,13 @@ class Accuracy(Metric):
             )
         if predicted.dim() != 1 or target.dim() != 1:  # views cost a dispatch each: only when needed
             predicted, target = predicted.reshape(-1), target.reshape(-1)
-        self._tensors["correct"].add_((predicted == target).sum())
-        self._counts["total"] += predicted.numel()
+        if weight is None:
+            self._tensors["correct"].add_((predicted == target).sum())
+            self._counts["total"] += predicted.numel()
+        else:
+            self.check_weight(weight, preds)
+            correct = (predicted == target).to(self._tensors["correct"].dtype)
+            self.add_weighted("correct", "total", correct, weight)
 
     def _binary_threshold(self, preds: torch.Tensor) -> torch.Tensor | float:
         if self.from_logits is True:
@@ -77,7 +86,7 @@ class Accuracy(Metric):
         return torch.where(looks_like_probs, self.threshold, 0.0)
 
     def compute(self) -> torch.Tensor:
-        """Correct / total (NaN before any update)."""
+        """Correct / total, or weighted correct / sum of weights (NaN before any update)."""
         return self.ratio("correct", "total")
 
 
@@ -86,6 +95,8 @@ class AUC(Metric):
 
     Keeps every score and target of the epoch on the device and ranks them in ``compute``.
     Scores: ``(N,)``, ``(N, 1)``, or ``(N, 2)`` logits/probabilities (column 1 vs column 0).
+    With per-sample weights, each (positive, negative) pair counts ``w_pos * w_neg`` (half when
+    the scores tie), divided by ``sum(w_pos) * sum(w_neg)``; unweighted batches weigh 1.
     """
 
     higher_is_better = True
@@ -94,14 +105,17 @@ class AUC(Metric):
         super().__init__(name)
         self._scores: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._weights: list[torch.Tensor | None] = []  # None: an unweighted batch
 
     def reset(self) -> None:
         """Forget the stored scores."""
-        self._scores, self._targets = [], []
+        self._scores, self._targets, self._weights = [], [], []
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Store one batch's scores and targets."""
+    def update(self, preds: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Store one batch's scores and targets (and per-sample weights, shape (N,), when given)."""
         preds = preds.detach()
+        if weight is not None:
+            self.check_weight(weight, preds)
         if preds.dim() == 2 and preds.shape[1] == 2:
             preds = preds[:, 1] - preds[:, 0]
         if preds.numel() != target.numel():
@@ -110,40 +124,86 @@ class AUC(Metric):
             )
         self._scores.append(preds.reshape(-1).float())
         self._targets.append(target.detach().reshape(-1) > 0.5)
+        if weight is None:
+            self._weights.append(None)
+        else:  # one weight per score: a sample's weight for each of its scores
+            n = weight.shape[0]
+            per_sample = preds.numel() // n if n else 0
+            weight = weight.detach().to(_acc_dtype(weight.device))
+            self._weights.append(weight.unsqueeze(1).expand(n, per_sample).reshape(-1))
 
     def compute(self) -> torch.Tensor:
         """Mann-Whitney AUC over everything stored (NaN when one class is absent)."""
         if not self._scores:
             return torch.tensor(float("nan"))
         scores, positive = torch.cat(self._scores), torch.cat(self._targets)
-        _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-        ends = counts.cumsum(0).double()
-        ranks = (ends - (counts.double() - 1) / 2)[inverse]
-        n_pos = positive.sum().double()
-        n_neg = positive.numel() - n_pos
-        return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        weights = self._all_weights()
+        if weights is None:
+            return _rank_auc(scores, positive)
+        return _weighted_auc(scores, positive, weights)
+
+    def _all_weights(self) -> torch.Tensor | None:
+        """Every stored score's weight (1 for unweighted batches), or None when no batch had weights."""
+        if all(w is None for w in self._weights):
+            return None
+        dtype, pairs = _acc_dtype(self._scores[0].device), zip(self._scores, self._weights, strict=True)
+        return torch.cat([torch.ones_like(s, dtype=dtype) if w is None else w.to(dtype) for s, w in pairs])
 
     def state_vector(self) -> torch.Tensor | None:
         """None: scores are gathered, not summed."""
         return None
 
     def synchronize(self, gather: Any) -> AUC:
-        """A copy holding the scores and targets of every process."""
-        state = self.state_dict()
-        parts = gather({k: v.cpu() for k, v in state.items()})
+        """A copy holding the scores, targets and weights of every process."""
+        parts = gather({k: v.cpu() for k, v in self.state_dict().items()})
+        merged = {k: torch.cat([p[k] for p in parts]) for k in ("scores", "targets")}
+        if any("weights" in p for p in parts):  # a process without weights weighs its scores 1
+            merged["weights"] = torch.cat(
+                [p.get("weights", torch.ones_like(p["scores"], dtype=torch.float64)) for p in parts]
+            )
         other = AUC(self.name)
         other._device = self._device
-        other.load_state_dict({k: torch.cat([p[k] for p in parts]) for k in state})
+        other.load_state_dict(merged)
         return other
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
-        """The stored scores and targets."""
+        """The stored scores and targets, and their weights when some batch had weights."""
         if not self._scores:
             return {"scores": torch.zeros(0), "targets": torch.zeros(0, dtype=torch.bool)}
-        return {"scores": torch.cat(self._scores), "targets": torch.cat(self._targets)}
+        state = {"scores": torch.cat(self._scores), "targets": torch.cat(self._targets)}
+        weights = self._all_weights()
+        if weights is not None:
+            state["weights"] = weights
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
-        """Restore stored scores and targets."""
+        """Restore stored scores, targets and (when saved) weights."""
         scores = torch.as_tensor(state["scores"]).to(self._device)
         self._scores = [scores] if scores.numel() else []
         self._targets = [torch.as_tensor(state["targets"]).to(self._device)] if scores.numel() else []
+        weights = state.get("weights")
+        if weights is None or not scores.numel():
+            self._weights = [None] if scores.numel() else []
+        else:
+            self._weights = [torch.as_tensor(weights).to(self._device, _acc_dtype(self._device))]
+
+
+def _rank_auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mann-Whitney AUC from average ranks (NaN when one class is absent)."""
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = (ends - (counts.double() - 1) / 2)[inverse]
+    n_pos = positive.sum().double()
+    n_neg = positive.numel() - n_pos
+    return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _weighted_auc(scores: torch.Tensor, positive: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted Mann-Whitney AUC: ``sum over pairs w_pos * w_neg * ([s_pos > s_neg] + [tie] / 2)``
+    over ``sum(w_pos) * sum(w_neg)``, from per-score-value weight sums (NaN when one side weighs 0)."""
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    w = weights.double()
+    pos = torch.zeros(counts.numel(), dtype=w.dtype, device=w.device).index_add_(0, inverse, w * positive)
+    neg = torch.zeros_like(pos).index_add_(0, inverse, w * ~positive)
+    below = neg.cumsum(0) - neg  # negative weight at strictly lower scores
+    return (pos * (below + neg / 2)).sum() / (pos.sum() * neg.sum())
