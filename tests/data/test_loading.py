@@ -100,3 +100,65 @@ def test_gathered_loader_with_worker_processes():
     assert sorted(values.tolist()) == list(range(0, 80, 2))
     single = torch.cat([b[0] for b in loader(data, batch_size=8, shuffle=True, seed=2)])
     assert torch.equal(values, single)  # the same order with or without workers
+
+
+def test_collate_stacks_lists_in_dict_samples_instead_of_transposing():
+    from ember.data.loading import collate_samples
+
+    batch = collate_samples(
+        [
+            {"ids": [1, 2, 3], "score": 0.5, "label": 1, "text": "good"},
+            {"ids": [4, 5, 6], "score": 1.5, "label": 0, "text": "bad"},
+        ]
+    )
+    assert batch["ids"].tolist() == [[1, 2, 3], [4, 5, 6]] and batch["ids"].dtype == torch.int64
+    assert batch["score"].dtype == torch.float32 and batch["score"].tolist() == [0.5, 1.5]
+    assert batch["label"].tolist() == [1, 0]
+    assert batch["text"] == ["good", "bad"]  # left for the step to name, as default_collate keeps it
+    tensors = collate_samples([{"x": torch.ones(2), "y": torch.tensor(1)}] * 3)
+    assert tensors["x"].shape == (3, 2) and tensors["y"].tolist() == [1, 1, 1]
+    pairs = collate_samples([(torch.zeros(2), 1), (torch.ones(2), 0)])
+    assert pairs[0].shape == (2, 2) and pairs[1].tolist() == [1, 0]  # tuples: default_collate as it is
+
+
+def test_collate_names_a_key_whose_lists_need_padding():
+    from ember.data.loading import collate_samples
+
+    with pytest.raises(
+        DataError, match=r"'ids' values cannot be stacked.*lengths 2 to 3.*padding='max_length'"
+    ):
+        collate_samples([{"ids": [1, 2, 3]}, {"ids": [4, 5]}])
+
+
+def _hf_dataset(n=20, fmt=None):
+    datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
+    ds = datasets.Dataset.from_dict({"x": [[float(i), -float(i)] for i in range(n)], "label": list(range(n))})
+    return ds if fmt is None else ds.with_format(fmt)
+
+
+def test_loader_over_a_hugging_face_dataset_gives_dicts_of_tensors():
+    for fmt in (None, "torch"):
+        batches = list(loader(_hf_dataset(10, fmt), batch_size=4))
+        assert [b["label"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        assert batches[0]["x"].tolist() == [[0.0, -0.0], [1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]
+        assert batches[0]["x"].dtype == torch.float32 and batches[0]["label"].dtype == torch.int64
+
+
+def test_random_transforms_of_a_hugging_face_dataset_follow_the_batch_not_the_workers():
+    ds = _hf_dataset(24)
+
+    def jitter(batch):  # HF calls it on its own __getitems__ fetch, inside ember's seeded context
+        return {
+            "x": [[v + float(torch.rand(())) for v in row] for row in batch["x"]],
+            "label": batch["label"],
+        }
+
+    ds.set_transform(jitter)
+
+    def run(workers):
+        return [b["x"] for b in loader(ds, batch_size=8, shuffle=True, seed=5, num_workers=workers)]
+
+    single, again, spread = run(0), run(0), run(2)
+    assert all(torch.equal(a, b) for a, b in zip(single, again, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(single, spread, strict=True))
+    assert not torch.equal(single[0], single[1])

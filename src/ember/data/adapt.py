@@ -1,14 +1,15 @@
 """Adapt whatever ``fit``/``evaluate``/``predict`` receive into one iterable of batches.
 
 DataLoaders are rebuilt on ember's resumable sampler when their sampler is a standard one (other
-iterables are used as they are); Datasets get ``ember.data.loader``; tensors, arrays and
-pandas objects become a :class:`~ember.data.device.DeviceLoader` (left on their device).
-Errors name what was passed.
+iterables are used as they are); Datasets get ``ember.data.loader``, and so do other map-style
+objects whose items are mappings or tuples (a Hugging Face ``datasets.Dataset``) and lists of
+samples (``(x, y)`` tuples, or dicts holding a number); tensors, arrays and pandas objects become a
+:class:`~ember.data.device.DeviceLoader` (left on their device). Errors name what was passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -45,9 +46,12 @@ def as_batches(
     """An iterable of batches for ``data``.
 
     Args:
-        data: a DataLoader (or any iterable of batches), a Dataset, a list of ``(x, y)`` samples
-            (a target that is a number or a 0-dim tensor marks a sample; it is batched like a
-            Dataset), a tensor / array / DataFrame, or a tuple ``(x, y)`` of those.
+        data: a DataLoader (or any iterable of batches), a Dataset, an object with ``__getitem__``
+            and ``__len__`` whose items are mappings or tuples (a Hugging Face ``datasets.Dataset``;
+            batched like a Dataset), a list of samples (``(x, y)`` tuples whose target is a number
+            or a 0-dim tensor, or mappings holding one, e.g. ``{"ids": ..., "label": 1}``; batched
+            like a Dataset; other lists of tuples or dicts are lists of batches), a tensor / array /
+            DataFrame, or a tuple ``(x, y)`` of those.
         batch_size: for Datasets and arrays (default 32); an error with a DataLoader, which has its own.
         shuffle: shuffle Datasets and arrays every epoch.
         what: how errors name the data ("training data", ...).
@@ -72,14 +76,15 @@ def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> 
     check_count("batch_size", batch_size, 1, allow_none=True)
     if isinstance(data, list) and not data:
         raise DataError(f"{what} is an empty list")
-    if isinstance(data, DataLoader) or _is_batch_iterable(data):
+    map_style = _is_map_style(data)  # reads one item: decide once
+    if isinstance(data, DataLoader) or (not map_style and _is_batch_iterable(data)):
         if batch_size is not None:
             raise ConfigError(
                 f"{what}: batch_size= applies to arrays and Datasets; a DataLoader brings its own batch size"
             )
         return (rebuild(data) or data) if isinstance(data, DataLoader) else data
     size = DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)  # numpy ints too
-    if isinstance(data, Dataset) or _is_sample_list(data):
+    if isinstance(data, Dataset) or map_style or _is_sample_list(data):
         if len(data) == 0:
             raise DataError(f"{what} is an empty Dataset")
         return loader(data, batch_size=size, shuffle=shuffle)
@@ -94,19 +99,41 @@ def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> 
     return DeviceLoader(*dataset.tensors, batch_size=size, shuffle=shuffle)
 
 
+def _is_scalar(value: Any) -> bool:
+    """A number or a 0-dim tensor: one sample's target (a batch's target has a batch dimension)."""
+    return isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.dim() == 0)
+
+
 def _is_sample_list(data: Any) -> bool:
-    """A list of ``(x, y)`` samples, as a DataLoader would take it: the last element of its first
-    item is a number or a 0-dim tensor (a batch's target has a batch dimension)."""
-    if not (isinstance(data, list) and data and isinstance(data[0], (tuple, list)) and data[0]):
+    """A list of samples, as a DataLoader would take it: its first item is an ``(x, y)`` sequence
+    whose last element is a scalar, or a mapping with a scalar value (``{"ids": ..., "label": 1}``)."""
+    if not (isinstance(data, list) and data and isinstance(data[0], (tuple, list, Mapping)) and data[0]):
         return False
-    last = data[0][-1]
-    return isinstance(last, (int, float)) or (isinstance(last, torch.Tensor) and last.dim() == 0)
+    if isinstance(data[0], Mapping):
+        return any(_is_scalar(value) for value in data[0].values())
+    return _is_scalar(data[0][-1])
+
+
+def _is_map_style(data: Any) -> bool:
+    """An indexable, sized object that is not a torch Dataset, a list or array-like, whose first item
+    is a mapping or a tuple (a sample): a Hugging Face ``datasets.Dataset``, with or without
+    ``set_format("torch")``."""
+    if isinstance(data, (Dataset, DataLoader, torch.Tensor, list, tuple, Mapping, str, bytes)):
+        return False
+    if hasattr(data, "__array__") or hasattr(data, "to_numpy"):
+        return False
+    if not (hasattr(type(data), "__getitem__") and hasattr(type(data), "__len__")):
+        return False
+    try:
+        return len(data) > 0 and isinstance(data[0], (Mapping, tuple))
+    except (IndexError, KeyError, TypeError):  # not indexed by position
+        return False
 
 
 def _is_batch_iterable(data: Any) -> bool:
     """Iterables of batches that are not array-like (DeviceLoader, generators, custom loaders)."""
     if isinstance(data, list):  # a list of batches, not a list of numbers or of samples
-        return isinstance(data[0], (tuple, list, dict)) and not _is_sample_list(data)
+        return isinstance(data[0], (tuple, list, Mapping)) and not _is_sample_list(data)
     if isinstance(data, (torch.Tensor, tuple, dict, str, bytes, Dataset)):
         return False
     if hasattr(data, "__array__") or hasattr(data, "to_numpy"):

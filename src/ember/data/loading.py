@@ -3,13 +3,16 @@
 ``loader`` recognises tensor-backed datasets (``TensorDataset``, subsets of one, and datasets with a
 ``gather_view()`` method) and fetches each batch with one index operation instead of one
 ``__getitem__`` per sample, its indices drawn by an :class:`EpochBatchSampler` (a permutation from
-``(seed, epoch)``). Knows torch and ember.data.device.
+``(seed, epoch)``). Any other map-style object (an object with ``__getitem__`` and ``__len__``,
+such as a Hugging Face ``datasets.Dataset``) goes through ember's seeded batch sampler, and its
+samples are collated by :func:`collate_samples` (dict samples become dicts of tensors). Knows torch,
+ember.data.sampler and ember.errors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +31,7 @@ from torch.utils.data import (
 from ember.data.sampler import EpochBatchSampler, SeededBatchSampler, SeededDataset
 from ember.errors import DataError
 
-__all__ = ["GatherDataset", "GatherLoader", "gatherable", "loader", "rebuild", "split"]
+__all__ = ["GatherDataset", "GatherLoader", "collate_samples", "gatherable", "loader", "rebuild", "split"]
 
 
 def split(dataset: Dataset, sizes: Sequence[float] | Sequence[int], seed: int = 0) -> list[Subset]:
@@ -71,6 +74,51 @@ class GatherDataset(Dataset):
         if self.index is not None:
             rows = self.index[rows]
         return tuple(torch.index_select(t, 0, rows) for t in self.tensors)
+
+
+def collate_samples(samples: list[Any]) -> Any:
+    """``default_collate``, except for samples that are mappings: each key's values are collated on
+    their own, numbers and lists of numbers (what a Hugging Face dataset without
+    ``set_format("torch")`` gives) with ``torch.as_tensor`` (int64 / float32, lists stacked, not
+    transposed as ``default_collate`` would); other values (tensors, arrays, strings) as
+    ``default_collate`` does.
+
+    Raises:
+        DataError: lists of numbers of different lengths under one key (they need padding).
+
+    Example:
+        >>> batch = collate_samples([{"ids": [1, 2], "label": 0}, {"ids": [3, 4], "label": 1}])
+        >>> batch["ids"].tolist(), batch["label"].tolist()
+        ([[1, 2], [3, 4]], [0, 1])
+    """
+    if not samples or not isinstance(samples[0], Mapping):
+        return default_collate(samples)
+    return {key: _collate_column(key, [sample[key] for sample in samples]) for key in samples[0]}
+
+
+def _collate_column(key: str, column: list[Any]) -> Any:
+    """One key's values of a batch of mapping samples, collated."""
+    if not _is_numbers(column[0]):
+        return default_collate(column)
+    try:
+        return torch.as_tensor(column)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        lengths = sorted({len(v) for v in column if isinstance(v, (list, tuple))})
+        raise DataError(
+            f"the samples' {key!r} values cannot be stacked into one tensor (lengths "
+            f"{lengths[0]} to {lengths[-1]}): pad them to one length (e.g. tokenizer(..., "
+            "padding='max_length', truncation=True)), or give fit a DataLoader whose collate_fn pads "
+            "(e.g. transformers.DataCollatorWithPadding)"
+            if len(lengths) > 1
+            else f"the samples' {key!r} values cannot be made one tensor: {exc}"
+        ) from exc
+
+
+def _is_numbers(value: Any) -> bool:
+    """A Python number, or a (nested) list or tuple whose first leaf is one."""
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return isinstance(value, (int, float))
 
 
 def _batch_as_is(batch: Any) -> Any:
@@ -119,11 +167,13 @@ def loader(
     """A DataLoader with sensible defaults.
 
     Args:
-        dataset: any map-style Dataset; tensor-backed ones are fetched one gather per batch.
+        dataset: any map-style Dataset, or an object with ``__getitem__`` and ``__len__`` (a
+            Hugging Face ``datasets.Dataset``); tensor-backed ones are fetched one gather per batch.
         batch_size, shuffle, num_workers, drop_last: as for DataLoader.
         pin_memory: None -> True when CUDA is available.
         seed: seed of the shuffle (None: torch's global RNG).
-        kwargs: passed to DataLoader (``collate_fn`` turns the gather fast path off).
+        kwargs: passed to DataLoader; ``collate_fn`` defaults to :func:`collate_samples` (giving
+            one turns the gather fast path off).
 
     Example:
         >>> dl = loader(TensorDataset(torch.arange(6.0), torch.arange(6)), batch_size=4)
@@ -138,9 +188,11 @@ def loader(
         "persistent_workers": num_workers > 0,
         **kwargs,
     }
+    if common.get("collate_fn") is None:
+        common["collate_fn"] = collate_samples
     if "sampler" in kwargs or "batch_sampler" in kwargs:  # the caller's own sampling: used as it is
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
-    fast = None if common.get("collate_fn") is not None else gatherable(dataset)
+    fast = gatherable(dataset) if common["collate_fn"] is collate_samples else None
     if fast is not None:
         sampler = EpochBatchSampler(len(fast), batch_size, shuffle, drop_last, seed)
         common["collate_fn"] = _batch_as_is
@@ -161,7 +213,10 @@ def _generator(seed: int) -> torch.Generator:
 
 def rebuild(dl: DataLoader, seed: int | None = None) -> DataLoader | None:
     """The same loader (dataset, batch size, collate, workers, pin memory) on ember's resumable,
-    seeded sampler; None when that cannot be done faithfully (an IterableDataset or a custom sampler)."""
+    seeded sampler; None when that cannot be done faithfully (an IterableDataset or a custom sampler).
+    The default collate becomes :func:`collate_samples`: the same batches, except that dict samples
+    holding lists of numbers (a Hugging Face dataset without ``set_format("torch")``) are stacked
+    into tensors instead of transposed into lists of tensors."""
     if isinstance(dl.batch_sampler, SeededBatchSampler):
         return dl
     if isinstance(dl.dataset, IterableDataset) or dl.batch_size is None:
