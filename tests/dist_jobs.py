@@ -120,3 +120,96 @@ def several_optimizers_job(out):
         m.fit(data(), epochs=1, verbose=0)
     except ember.ConfigError as exc:
         (Path(out) / f"refused-rank{rank()}.txt").write_text(str(exc))
+
+
+# -- the training features, each in one process and in two, and interrupted and resumed ----------
+FEATURES = ("accumulate", "weights", "outputs", "dict", "ema")
+
+
+class TwoHeads(nn.Module):
+    """A net with two outputs: class scores and a regression value."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 12), nn.ReLU())
+        self.cls, self.reg = nn.Linear(12, 3), nn.Linear(12, 1)
+
+    def forward(self, x):
+        hidden = self.body(x)
+        return {"cls": self.cls(hidden), "reg": self.reg(hidden).squeeze(1)}
+
+
+class KeywordNet(nn.Module):
+    """A net called with keyword inputs, as a dict batch's keys."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class FeatureData(torch.utils.data.Dataset):
+    """Samples in the form each feature reads: (x, y), (x, y, w), (x, {"cls", "reg"}), {"x", "labels"}."""
+
+    def __init__(self, feature, n, seed=0):
+        self.feature = feature
+        self.x, self.y = data(n, seed)
+        self.w = torch.linspace(0.25, 2.0, n)
+        self.r = self.x.sum(1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        if self.feature == "weights":
+            return self.x[i], self.y[i], self.w[i]
+        if self.feature == "outputs":
+            return self.x[i], {"cls": self.y[i], "reg": self.r[i]}
+        if self.feature == "dict":
+            return {"x": self.x[i], "labels": self.y[i]}
+        return self.x[i], self.y[i]
+
+
+def feature_model(feature):
+    ember.seed_everything(0)
+    net = {"outputs": TwoHeads, "dict": KeywordNet}.get(feature, lambda: model().net)()
+    options = {"loss": nn.CrossEntropyLoss(), "metrics": ["accuracy"]}
+    if feature == "outputs":
+        options = {
+            "loss": {"cls": nn.CrossEntropyLoss(), "reg": nn.MSELoss()},
+            "loss_weights": {"cls": 1.0, "reg": 0.5},
+            "metrics": {"cls": ["accuracy"], "reg": ["mae"]},
+        }
+    return ember.Model(net).compile(
+        **options,
+        optimizer=torch.optim.AdamW(net.parameters(), lr=0.01),
+        device="cpu",
+        weighted=feature == "weights",
+        accumulate=2 if feature == "accumulate" else 1,
+        ema=0.9 if feature == "ema" else None,
+    )
+
+
+def feature_job(out, name, feature, batch, phase="reference", stop_at=7):
+    """Fit ``feature``'s model for 3 epochs; ``phase`` "first" stops at step ``stop_at`` (after its
+    checkpoint), "second" resumes from it."""
+    m = feature_model(feature)
+    folder = Path(out) / f"{name}-ck"
+    callbacks = [] if phase == "reference" else [ModelCheckpoint(folder, every_n_steps=1, keep_last=1)]
+    if phase == "first":
+        callbacks.append(StopAt(stop_at))
+    history = m.fit(
+        DataLoader(FeatureData(feature, 45), batch_size=batch, shuffle=True),
+        epochs=3,
+        validation_data=DataLoader(FeatureData(feature, 21, seed=1), batch_size=batch),
+        verbose=0,
+        callbacks=callbacks,
+        resume="latest" if phase == "second" else None,
+        class_weight={2: 3.0} if feature == "weights" else None,
+    )
+    dump(out, name, m, history)
+    if m.ema is not None:
+        with m.ema.swapped():
+            ember.save_weights(m.net, Path(out) / f"{name}-ema-rank{rank()}.safetensors")

@@ -47,22 +47,23 @@ class _Tuple(nn.Module):
 
 
 class _Dict(nn.Module):
-    """Returns a dict (or a Hugging Face ModelOutput-like OrderedDict subclass)."""
+    """Returns a dict (or a Hugging Face ModelOutput-like OrderedDict subclass) holding its scores
+    under ``key`` (metrics read an output's "logits" themselves; other keys they cannot guess)."""
 
-    def __init__(self, kind=dict):
+    def __init__(self, kind=dict, key="scores"):
         super().__init__()
-        self.body, self.kind = mlp(), kind
+        self.body, self.kind, self.key = mlp(), kind, key
 
     def forward(self, x):
-        return self.kind(logits=self.body(x))
+        return self.kind({self.key: self.body(x)})
 
 
 class _ModelOutput(OrderedDict):
     pass
 
 
-def _pick_logits(out, y):
-    return nn.functional.cross_entropy(out["logits"], y)
+def _pick_scores(out, y):
+    return nn.functional.cross_entropy(out["scores"], y)
 
 
 class _Conv(nn.Module):
@@ -333,17 +334,17 @@ ERRORS = {
         r"CrossEntropyLoss takes the model output as one tensor, but the model returned a tuple of 2",
     ),
     "dict output to a metric": (
-        lambda: _fit(_model(_Dict(), loss=_pick_logits, metrics=["accuracy"]), _data()),
+        lambda: _fit(_model(_Dict(), loss=_pick_scores, metrics=["accuracy"]), _data()),
         ConfigError,
         r"metric 'accuracy' takes the model output as one tensor, but the model returned a dict with keys "
-        r"\['logits'\]",
+        r"\['scores'\]",
     ),
     "ModelOutput to a function metric": (
         lambda: _fit(
-            _model(_Dict(_ModelOutput), loss=_pick_logits, metrics={"f": lambda p, t: 0.0}), _data()
+            _model(_Dict(_ModelOutput), loss=_pick_scores, metrics={"f": lambda p, t: 0.0}), _data()
         ),
         ConfigError,
-        r"metric 'f' takes .* a _ModelOutput with keys \['logits'\]",
+        r"metric 'f' takes .* a _ModelOutput with keys \['scores'\]",
     ),
     "labels out of range": (
         lambda: _fit(_model(), (torch.randn(N, 4), torch.full((N,), 5))),
@@ -504,7 +505,7 @@ def test_bf16_predictions_come_back_as_float32_for_numpy():
         expected = ref(x)
     torch.testing.assert_close(out, expected.float())
     pairs = ember.Model(_Dict()).compile(nn.CrossEntropyLoss(), device="cpu", precision="bf16").predict(x)
-    assert pairs["logits"].dtype == torch.float32
+    assert pairs["scores"].dtype == torch.float32
 
 
 def test_positive_grad_clip_clips_like_torch():

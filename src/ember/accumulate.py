@@ -11,6 +11,7 @@ would weight a small batch's samples more). Layer 1: knows torch only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +45,20 @@ class Accumulation:
         self.every = int(every)
         self.batches = 0  # micro-batches in the open window
         self.samples = 0  # their samples, over every process
+        self.mass: torch.Tensor | None = None  # their summed sample weights (this process's)
+
+    def add_mass(self, weight: torch.Tensor, counts: bool) -> torch.Tensor:
+        """Add a weighted micro-batch's weight sum (zero for a padding batch that ``counts`` not)
+        to the window's; returns the batch's sum. Device ops only."""
+        mass = weight.sum() if counts else weight.sum() * 0.0
+        self.mass = mass.detach() if self.mass is None else self.mass + mass.detach()
+        return mass
+
+    def take_mass(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        """The window's weight sum over every process (``reduce``: a cross-process sum), or None
+        when its batches had no sample weights; the window's sum starts again."""
+        mass, self.mass = self.mass, None
+        return None if mass is None else reduce(mass.clone())
 
     @property
     def open(self) -> bool:
@@ -69,7 +84,8 @@ class Accumulation:
     def state_dict(self, net: nn.Module) -> dict[str, Any]:
         """The open window: counts and the summed gradients of ``net``'s parameters (this process's)."""
         grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
-        return {"batches": self.batches, "samples": self.samples, "grads": grads}
+        state = {"batches": self.batches, "samples": self.samples, "grads": grads}
+        return state if self.mass is None else {**state, "mass": self.mass.clone()}
 
     def load_state_dict(self, state: dict[str, Any], net: nn.Module) -> None:
         """Restore an open window saved by :meth:`state_dict` into ``net``'s gradients."""
@@ -82,3 +98,5 @@ class Accumulation:
             param.grad = None if saved is None else torch.as_tensor(saved).to(param.device, param.dtype)
         self.batches = int(state["batches"])
         self.samples = int(state["samples"])
+        mass = state.get("mass")
+        self.mass = None if mass is None else torch.as_tensor(mass).to(next(iter(params.values())).device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -43,12 +44,14 @@ PARTIAL_EPOCH = "batches"  # the history column of an epoch stopped early: the b
 
 
 class StepOutput(NamedTuple):
-    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets, n."""
+    """What a train or eval step hands to the meter: mean loss (0-dim tensor), outputs, targets,
+    n, and the batch's sample weights (None: unweighted)."""
 
     loss: torch.Tensor | None
     preds: Any
     target: Any
     size: int
+    weight: torch.Tensor | None = None
 
 
 @dataclass
@@ -102,6 +105,7 @@ class Steps(Protocol):
     def eval_step(self, batch: Any) -> StepOutput: ...
     def predict_step(self, batch: Any) -> Any: ...
     def end_epoch(self, logs: dict[str, float]) -> float: ...
+    def validation_weights(self) -> AbstractContextManager[Any]: ...
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -234,7 +238,8 @@ def run_eval(
                 real = None if weights is None else weights(b)[0]
                 if real != 0:  # a padding batch of a sharded last batch is skipped
                     out = model.eval_step(batch)
-                    meter.update(out.loss, out.preds, out.target, out.size if real is None else real)
+                    n = out.size if real is None else real
+                    meter.update(out.loss, out.preds, out.target, n, out.weight)
     finally:
         model.net.train(was_training)
     if meter.batches == 0 and runtime.world_size == 1:
@@ -323,7 +328,8 @@ def fit_loop(
             )
             fresh = True
             if val is not None and val_meter is not None:
-                logs.update(run_eval(model, val, val_meter, runtime, prefix="val_"))
+                with model.validation_weights():
+                    logs.update(run_eval(model, val, val_meter, runtime, prefix="val_"))
             logs.update(train_fn.epoch_logs())
             logs["lr"] = model.end_epoch(logs)
             logs["seconds"] = time.perf_counter() - started

@@ -7,6 +7,7 @@ custom batches.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,20 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember import checks
 from ember.accumulate import Accumulation
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder
 from ember.callbacks.progress import default_progress
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
 from ember.data.resident import fit_batches
+from ember.ema import WeightAverage
 from ember.errors import ConfigError
 from ember.explain import call_net, forward_explained
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
 from ember.loop import StepContext, StepOutput, fit_loop, run_eval, run_predict, start_fit
 from ember.lr_finder import LRFinderResult, find_lr
-from ember.metrics import Meter, Metric, resolve_metrics
+from ember.metrics import Meter, Metric
+from ember.objective import Objective
 from ember.optim import step_optimizer
 from ember.options import (
     accumulation_of,
@@ -36,13 +38,12 @@ from ember.options import (
     check_compile_arguments,
     check_fit_arguments,
     check_fit_optimizers,
-    configure_accuracy,
     length_of,
     make_scheduler,
     named_optimizers,
     plateau_monitor,
     prepare_net,
-    split_batch,
+    with_sample_weight,
     with_target,
 )
 from ember.resume import interrupt_note, load_training, resolve_resume, save_training
@@ -80,7 +81,10 @@ class Model:
         self.optimizer: Any = None
         self.scheduler: Any = None
         self.scaler: torch.amp.GradScaler | None = None
-        self.accumulation: Accumulation | None = None  # compile(accumulate=k > 1)
+        self.objective = Objective(None)  # what batches hold and the loss: set by compile
+        self.accumulation = Accumulation(1)  # compile(accumulate=k)
+        self.ema: WeightAverage | None = None
+        self.compiled = False
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
@@ -92,14 +96,18 @@ class Model:
     # -- set-up ------------------------------------------------------------------------------
     def compile(
         self,
-        loss: Callable[..., torch.Tensor],
+        loss: Callable[..., torch.Tensor] | Mapping[str, Any] | Sequence[Any] | None,
         optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
         metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        loss_weights: Mapping[str, float] | Sequence[float] | None = None,
+        target: str | None = None,
+        weighted: bool = False,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         grad_clip: float | None = None,
         accumulate: int = 1,
+        ema: float | None = None,
         precision: str = "32",
         device: str | torch.device | None = None,
         channels_last: bool = False,
@@ -109,13 +117,23 @@ class Model:
         """Choose loss, optimizer, metrics, schedule, precision and device; returns self.
 
         Args:
-            loss: any callable ``loss(y_pred, y_true) -> scalar tensor`` with mean reduction.
+            loss: any callable ``loss(y_pred, y_true) -> scalar tensor`` with mean reduction;
+                ``{output: loss}`` (or a list) for a net with several outputs (a dict or tuple
+                of the same keys as its targets; columns ``<output>_loss``); None when the net
+                computes its loss (its output's ``.loss``, e.g. a transformers model given labels).
             optimizer: a torch optimizer over this net's parameters; None -> Adam(lr=1e-3); or
                 ``{name: optimizer}`` for a custom ``train_step`` that steps several
                 (``model.optimizers[name]``; the first is ``model.optimizer``, which the default
                 step, the scheduler and the ``lr`` column use); checkpoints hold them all.
             metrics: names ("accuracy", "mae", "mse", "rmse", "auc"), ember Metrics, torchmetrics
                 metrics or plain functions ``f(y_pred, y_true) -> number``; a list or a name -> metric dict.
+                Several losses: ``{output: [metrics]}`` (columns ``<output>_<metric>``). An output
+                with ``.logits`` (transformers) is measured by its logits.
+            loss_weights: with several losses, ``{output: weight}`` (default 1.0 each).
+            target: the key of dict batches that holds the target (None: "labels", else "label");
+                the other keys go to the net as keyword arguments.
+            weighted: 3-tuple batches are ``(inputs, target, sample_weight)``: each batch's loss is
+                ``sum(w * l) / sum(w)`` and metrics are weighted (without it, ``(x1, x2, target)``).
             scheduler: an LR scheduler over ``optimizer``, or a callable ``optimizer -> scheduler``.
             scheduler_interval: step it every "epoch" or every "step" (ReduceLROnPlateau: "epoch").
             scheduler_monitor: the history column a ReduceLROnPlateau steps on (e.g.
@@ -125,6 +143,9 @@ class Model:
             accumulate: update the weights once every ``accumulate`` batches, with the gradient of
                 one batch holding all their samples (also for a short last window); schedulers,
                 clipping, the gradient scaler and the EMA act per update.
+            ema: keep an exponential moving average of the weights with this decay (e.g. 0.999),
+                updated after every optimizer update and used for validation; ``model.ema``
+                (``copy_to()`` puts it into the net); checkpoints hold it.
             precision: "32", "bf16" or "16" (float16 with gradient scaling).
             device: None -> cuda when available, else cpu.
             channels_last: keep the net and 4-d input batches in channels-last memory format.
@@ -135,24 +156,27 @@ class Model:
                 steps that cannot be captured, run eagerly with a warning; the capture time goes to
                 ``compile_seconds``). Elsewhere a warning says the steps run eagerly.
         """
-        check_compile_arguments(self.net, loss, optimizer, scheduler_interval, grad_clip)
-        self.metrics = resolve_metrics(metrics)
+        check_compile_arguments(self.net, optimizer, scheduler_interval, grad_clip)
+        self.objective = Objective(loss, loss_weights, target, weighted)
+        self.metrics = self.objective.metrics(metrics)
         self.runtime = create_runtime(device, precision)
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
         self._channels_last, self._jit = channels_last, jit
         self._jit_untimed = jit
-        self.loss = loss
-        self._train_loss = torch.compile(loss) if jit else loss  # the checks keep the plain loss
+        self.loss = self.objective.fn
+        self._train_loss = torch.compile(self.loss) if jit and self.loss else self.loss  # checks: plain
         self.optimizers = named_optimizers(optimizer, self.net, self.runtime.device)
         self.optimizer = next(iter(self.optimizers.values()))
         self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
         self._plateau = plateau_monitor(self.scheduler, scheduler_monitor, scheduler_interval, self.metrics)
         self.grad_clip = grad_clip
-        self.accumulation = accumulation_of(accumulate, cuda_graphs)
-        configure_accuracy(self.metrics, loss)
+        self.accumulation = accumulation_of(accumulate, cuda_graphs, weighted)
+        self.ema = None if ema is None else WeightAverage(self.net, ema)
         self.scaler = self.runtime.make_scaler()
-        self._graphs = step_graph_for(self) if cuda_graphs and self.accumulation is None else None
+        eager = self.accumulation.every > 1 or weighted
+        self._graphs = step_graph_for(self) if cuda_graphs and not eager else None
+        self.compiled = True
         return self
 
     @property
@@ -171,7 +195,7 @@ class Model:
         return HistoryRecorder(self.history_rows).history()
 
     def _require_compiled(self) -> None:
-        if self.loss is None:
+        if not self.compiled:
             raise ConfigError("call model.compile(loss=...) before fit, evaluate, find_lr or load")
 
     # -- the three verbs -------------------------------------------------------------------------
@@ -189,6 +213,8 @@ class Model:
         resume: str | Path | None = None,
         on_device: bool = False,
         augment: Any = None,
+        sample_weight: Any = None,
+        class_weight: Mapping[int, float] | None = None,
     ) -> History:
         """Train for ``epochs`` more epochs; returns the History of every epoch so far.
 
@@ -208,9 +234,16 @@ class Model:
             on_device: hold the whole training and validation data on the model's device (what
                 ``ember.data.resident_loader`` takes); batches are cut there with one gather each.
             augment: with ``on_device``, augmentations run there, e.g. ``[ember.data.random_flip()]``.
+            sample_weight: one weight per training sample, for array data ``fit(x, y,
+                sample_weight=w)`` (a dataset brings its weights as the third element of its
+                items, with ``compile(weighted=True)``); the loss is ``sum(w * l) / sum(w)``.
+            class_weight: ``{class: weight}``: training samples weigh their class's weight
+                (classes not named weigh 1.0); validation is not weighted.
         """
         cbs = self._fit_callbacks(epochs, callbacks, verbose)
-        data = (with_target(train_data, y, "fit"), validation_data, batch_size, shuffle)
+        weighting = self._fit_weights(sample_weight, class_weight)
+        train_data = with_sample_weight(with_target(train_data, y, "fit"), sample_weight)
+        data = (train_data, validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
         state = self.state
         meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks)
@@ -233,7 +266,20 @@ class Model:
                 self._graphs.end(train)
             state.train_data, state.train_meter, state.callbacks = None, None, []
             self.step_context = StepContext()
+            self.objective.weighted, self.objective.class_weight = weighting
         return self.history
+
+    def _fit_weights(self, sample_weight: Any, class_weight: Any) -> tuple[bool, Any]:
+        """Weight this fit's samples as asked; returns the objective's weighting to restore after."""
+        before = (self.objective.weighted, self.objective.class_weight)
+        if (sample_weight is not None or class_weight is not None) and self._graphs is not None:
+            raise ConfigError(
+                "sample_weight and class_weight run eagerly: compile without cuda_graphs=True, or "
+                "with weighted=True (its steps run eagerly)"
+            )
+        self.objective.set_class_weight(class_weight, self.device)
+        self.objective.weighted = before[0] or sample_weight is not None
+        return before
 
     def _fit_callbacks(self, epochs: Any, callbacks: Any, verbose: Any) -> CallbackList:
         """The checks before a fit trains anything; the built-in and the user's callbacks."""
@@ -289,7 +335,7 @@ class Model:
 
         Batches may be bare inputs, 1-tuples ``(inputs,)`` or ``(inputs, target)`` (target ignored).
         """
-        if self.loss is None:  # not compiled: predict where the net lives now
+        if not self.compiled:  # predict where the net lives now
             self.runtime = Runtime(_device_of(self.net))
         batches = as_batches(data, batch_size, False, "prediction data", self._shard())
         return run_predict(self, batches, self.runtime)
@@ -301,10 +347,16 @@ class Model:
     # -- steps (override for custom batches) -------------------------------------------------
     def unpack(self, batch: Any) -> tuple[Any, Any]:
         """``(inputs, target)`` of a batch, on the model's device; target is None when absent."""
-        inputs, target = split_batch(batch, self.device)
+        inputs, target, _ = self.split(batch)
+        return inputs, target
+
+    def split(self, batch: Any) -> tuple[Any, Any, torch.Tensor | None]:
+        """``(inputs, target, sample_weight)`` of a batch on the model's device (weight None when
+        the batch has none and ``fit`` got no ``class_weight``)."""
+        inputs, target, weight = self.objective.split(batch, self.device)
         if self._channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, target
+        return inputs, target, weight
 
     def forward(self, inputs: Any) -> Any:
         """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords.
@@ -314,45 +366,71 @@ class Model:
         """
         return call_net(self._train_net if torch.is_grad_enabled() else self.net, inputs)
 
-    def compute_loss(self, preds: Any, target: Any) -> torch.Tensor:
-        """``loss(preds, target)``, with inputs checked on the first training batch of a fit call
-        and on the first batch of its validation and of every evaluate call, each on its own shapes."""
+    def compute_loss(self, preds: Any, target: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``loss(preds, target)`` (its weighted mean with sample weights ``weight``), with inputs
+        checked on the first training batch of a fit call and on the first batch of its
+        validation and of every evaluate call, each on its own shapes."""
         grad = torch.is_grad_enabled()
         kind = "train" if grad else "eval"
+        preds = self.objective.loss_input(preds)
         if kind in self._unchecked:
-            checks.check_loss_inputs(self.loss, preds, target, self.device.type != "cpu")
+            self.objective.check_inputs(preds, target, self.device.type != "cpu")
             self._unchecked.discard(kind)
         try:
-            return (self._train_loss if grad else self.loss)(preds, target)
+            if weight is None and self.loss is not None:
+                return (self._train_loss if grad else self.loss)(preds, target)
+            return self.objective.loss(preds, target, weight)
         except (RuntimeError, IndexError, ValueError) as exc:
-            raise checks.explain_loss_failure(self.loss, preds, target, exc) from exc
+            raise self.objective.explain_failure(preds, target, exc) from exc
+
+    def _loss(self, preds: Any, target: Any, weight: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`compute_loss`, given the weights only when there are some (an override written
+        as ``compute_loss(preds, target)`` keeps working)."""
+        if weight is None:
+            return self.compute_loss(preds, target)
+        return self.compute_loss(preds, target, weight)
 
     def autocast(self) -> Any:
         """The precision context of a step's forward pass and loss (no cached weight casts while
         the step is recorded to be replayed: they would go stale)."""
         return self.runtime.autocast()
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """``loss.backward()``, scaled by ``step_context.loss_scale`` (uneven batches across
-        processes) and by the float16 gradient scaler."""
-        scale = self.step_context.loss_scale
-        scaled = loss if scale == 1.0 else loss * scale
+        processes, accumulation) and by the float16 gradient scaler. With the batch's sample
+        weights, by their sum instead (the update divides by the sum over the processes and the
+        accumulation window, so the gradient is the exact weighted mean)."""
+        scale: Any = self.step_context.loss_scale
+        if weight is not None:
+            mass = self.accumulation.add_mass(weight, counts=scale != 0)
+            scale = mass * self.runtime.world_size
+        scaled = loss if isinstance(scale, float) and scale == 1.0 else loss * scale
         (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
 
-    def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """:meth:`backward` of ``loss``, then clipping, the step of ``optimizer`` (default: the
-        compiled one) and zeroed grads: what a custom ``train_step`` calls. No host reads, so a
-        CUDA graph captures it; a per-step LR scheduler is stepped by the fit loop after the step."""
-        self.backward(loss)
-        context = self.step_context
-        if context.update:
-            step_optimizer(optimizer or self.optimizer, self.scaler, self.grad_clip, context.grad_divisor)
+    def optimize(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> None:
+        """:meth:`backward` of ``loss`` (with the batch's sample weights ``weight``), then at the
+        end of an accumulation window (every step without one) clipping, the step of
+        ``optimizer`` (default: the compiled one), zeroed grads and the EMA update: what a custom
+        ``train_step`` calls. No host reads, so a CUDA graph captures it; a per-step LR scheduler
+        is stepped by the fit loop after the step."""
+        self.backward(loss, weight)
+        if self.step_context.update:
+            self.apply_update([optimizer or self.optimizer])
 
-    def apply_update(self) -> None:
-        """Step every optimizer on the gradients summed so far (an accumulation window that the
-        epoch's end cut short), divided by ``step_context.grad_divisor``."""
-        for optimizer in self.optimizers.values():
-            step_optimizer(optimizer, self.scaler, self.grad_clip, self.step_context.grad_divisor)
+    def apply_update(self, optimizers: Iterable[torch.optim.Optimizer] | None = None) -> None:
+        """Step ``optimizers`` (default: all) on the gradients summed so far, divided by the
+        accumulation window's sample count or weight sum; then the EMA of the weights."""
+        mass = self.accumulation.take_mass(self.runtime.all_reduce_sum)
+        divisor = self.step_context.grad_divisor if mass is None else mass
+        for optimizer in self.optimizers.values() if optimizers is None else optimizers:
+            step_optimizer(optimizer, self.scaler, self.grad_clip, divisor)
+        if self.ema is not None and (optimizers is None or self.optimizer in optimizers):
+            self.ema.update()
 
     def no_sync(self) -> Any:
         """A context in which backward keeps gradients in this process (DDP's ``no_sync``; nothing
@@ -383,20 +461,22 @@ class Model:
             ...         self.optimize(g_loss, self.optimizers["g"])
             ...         return StepOutput(d_loss.detach() + g_loss.detach(), None, None, len(real))
         """
-        inputs, target = self.unpack(batch)
+        inputs, target, weight = self.split(batch)
         with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self.compute_loss(preds, target)
-        self.optimize(loss)
-        return StepOutput(loss, preds, target, batch_size_of(target, inputs))
+            loss = self._loss(preds, target, weight)
+        self.optimize(loss, weight=weight)
+        size = batch_size_of(target, inputs)
+        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
 
     def eval_step(self, batch: Any) -> StepOutput:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
-        inputs, target = self.unpack(batch)
+        inputs, target, weight = self.split(batch)
         with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self.compute_loss(preds, target)
-        return StepOutput(loss, preds, target, batch_size_of(target, inputs))
+            loss = self._loss(preds, target, weight)
+        size = batch_size_of(target, inputs)
+        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
 
     def predict_step(self, batch: Any) -> Any:
         """The net's output for ``batch``; under bf16/fp16 autocast, floating outputs come back in
@@ -406,6 +486,11 @@ class Model:
         with runtime.autocast():
             outputs = forward_explained(self.forward, self.net, inputs, batch)
         return runtime.from_autocast(outputs, self.net)
+
+    def validation_weights(self) -> Any:
+        """The weights a fit validates with: the EMA's while ``compile(ema=...)`` keeps one
+        (swapped in place, the net's own weights put back bitwise afterwards)."""
+        return contextlib.nullcontext() if self.ema is None else self.ema.swapped()
 
     def end_epoch(self, logs: dict[str, float]) -> float:
         """Step an epoch scheduler; returns the learning rate the epoch used."""

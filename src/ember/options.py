@@ -42,19 +42,20 @@ __all__ = [
     "plateau_monitor",
     "prepare_net",
     "split_batch",
+    "with_sample_weight",
     "with_target",
 ]
 
 
-def accumulation_of(accumulate: Any, cuda_graphs: bool) -> Accumulation | None:
-    """``compile(accumulate=k)``: None for k = 1 (every step updates), else the window of k steps
-    (whose steps run eagerly: a captured CUDA graph cannot skip the update of most steps)."""
+def accumulation_of(accumulate: Any, cuda_graphs: bool, weighted: bool) -> Accumulation:
+    """``compile(accumulate=k)`` as the window of k steps (k = 1: every step updates). Windows of
+    several steps and sample-weighted steps run eagerly: a captured CUDA graph cannot skip the
+    update of most steps, nor keep a weight sum across steps."""
     check_count("accumulate", accumulate, 1)
-    if accumulate == 1:
-        return None
-    if cuda_graphs:
+    if cuda_graphs and (accumulate > 1 or weighted):
         warnings.warn(
-            f"compile(accumulate={accumulate}) runs its steps eagerly: cuda_graphs applies to accumulate=1",
+            f"compile(accumulate={accumulate}, weighted={weighted}) runs its steps eagerly: "
+            "cuda_graphs applies to accumulate=1 without sample weights",
             stacklevel=3,
         )
     return Accumulation(accumulate)
@@ -140,6 +141,25 @@ def with_target(data: Any, y: Any, what: str) -> Any:
     return (data, y)
 
 
+def with_sample_weight(data: Any, sample_weight: Any) -> Any:
+    """``(x, y, sample_weight)`` for ``fit(x, y, sample_weight=w)`` or ``fit((x, y), sample_weight=w)``
+    (``data`` alone when ``sample_weight`` is None), checked: one weight per sample."""
+    if sample_weight is None:
+        return data
+    if not (isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "__len__")):
+        raise ConfigError(
+            "fit(sample_weight=...) weights array data, fit(x, y, sample_weight=w); a Dataset or "
+            "DataLoader brings its weights as the third element of each item, with "
+            "compile(weighted=True)"
+        )
+    if not hasattr(sample_weight, "__len__") or len(sample_weight) != len(data[0]):
+        count = len(sample_weight) if hasattr(sample_weight, "__len__") else type(sample_weight).__name__
+        raise DataError(
+            f"fit(sample_weight=...) needs one weight per sample: x has {len(data[0])}, got {count}"
+        )
+    return (*data, sample_weight)
+
+
 def check_fit_arguments(epochs: Any, callbacks: Any, verbose: Any) -> list[Callback]:
     """ConfigErrors for ``fit`` arguments that would train wrong or nothing; the callbacks as a list."""
     check_count("epochs", epochs, 1)
@@ -166,13 +186,9 @@ def check_fit_arguments(epochs: Any, callbacks: Any, verbose: Any) -> list[Callb
     return listed
 
 
-def check_compile_arguments(
-    net: nn.Module, loss: Any, optimizer: Any, scheduler_interval: str, grad_clip: Any
-) -> None:
-    """ConfigErrors for ``compile`` arguments that cannot train right, each naming the argument."""
-    check_not_class("loss", loss)
-    if not callable(loss):
-        raise ConfigError(f"loss must be callable (e.g. nn.CrossEntropyLoss()), got {loss!r}")
+def check_compile_arguments(net: nn.Module, optimizer: Any, scheduler_interval: str, grad_clip: Any) -> None:
+    """ConfigErrors for ``compile`` arguments that cannot train right, each naming the argument
+    (the loss, the target and the weights are ``ember.objective``'s)."""
     if scheduler_interval not in SCHEDULER_INTERVALS:
         raise ConfigError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     check_positive("grad_clip", grad_clip)

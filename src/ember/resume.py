@@ -94,6 +94,9 @@ def save_training(model: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+_OBJECTS = ("optimizer", "scheduler", "scaler", "ema")  # what a checkpoint holds besides the net
+
+
 def _open_window(model: Any) -> dict[str, Any] | None:
     """This process's open accumulation window (counts and summed gradients), or None."""
     window = getattr(model, "accumulation", None)
@@ -149,7 +152,7 @@ def _training_objects(model: Any) -> dict[str, Any]:
     optimizers = list(getattr(model, "optimizers", {}).items())
     objects = {"optimizer": optimizers[0][1]} if optimizers else {}
     objects.update({f"optimizer.{name}": opt for name, opt in optimizers[1:]})
-    for name in ("scheduler", "scaler"):
+    for name in _OBJECTS[1:]:
         if getattr(model, name, None) is not None:
             objects[name] = getattr(model, name)
     return objects
@@ -186,7 +189,7 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     _check_classes(extra.get("classes", {}), _classes(model), path)  # before anything is loaded
     _load_into(model.net, states["model"], "model", path)
     objects = _training_objects(model)
-    saved = [n for n in states if n in ("optimizer", "scheduler", "scaler") or n.startswith("optimizer.")]
+    saved = [n for n in states if n in _OBJECTS or n.startswith("optimizer.")]
     for name in sorted(set(objects) | set(saved)):
         if (name in objects) != (name in states):
             raise CheckpointError(

@@ -40,7 +40,7 @@ class TrainFunction:
     def __init__(self, model: Any, graphs: StepGraph | None, jit: bool, time_first: bool) -> None:
         self.model = model
         self.graphs = graphs
-        self.window: Accumulation | None = model.accumulation
+        self.window: Accumulation | None = model.accumulation if model.accumulation.every > 1 else None
         self.reports_compile = jit or graphs is not None
         self.updated = True  # whether the last call updated the weights
         self._first_call_pending = time_first
@@ -94,7 +94,7 @@ class TrainFunction:
         """Add the step ``out`` of ``n`` samples to ``meter`` (a replayed CUDA graph wrote its loss
         and in-place metric sums already: the StepGraph finishes the record)."""
         if self.graphs is None:
-            meter.update(out.loss, out.preds, out.target, n)
+            meter.update(out.loss, out.preds, out.target, n, out.weight)
         else:
             self.graphs.record(meter, out, n)
 
