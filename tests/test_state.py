@@ -13,13 +13,14 @@ def test_progress_round_trips_through_its_state_dict():
         "updates": 11,
         "batch": 7,
         "fit_start_epoch": 1,
+        "fit_start_updates": 0,
     }
 
 
 def test_progress_saved_before_updates_were_counted_has_one_update_per_step():
     restored = Progress()
     restored.load_state_dict({"epoch": 2, "epochs_done": 1, "step": 9, "batch": 3, "fit_start_epoch": 0})
-    assert restored.updates == 9
+    assert (restored.updates, restored.fit_start_updates) == (9, 0)
 
 
 def test_the_state_reads_and_writes_its_progress():

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from ember._tree import concat, to_device
+from ember.budget import Budget
 from ember.callbacks.base import CallbackList
 from ember.data.adapt import batch_weights, rewind, set_epoch
 from ember.errors import DataError, NonFiniteLossError
@@ -27,6 +29,7 @@ from ember.state import TrainState
 
 __all__ = [
     "PARTIAL_EPOCH",
+    "EpochPlan",
     "Processes",
     "StepContext",
     "StepOutput",
@@ -160,6 +163,33 @@ def _position(state: TrainState, runtime: Processes) -> str:
     return f"(ember: during {position}{where})"
 
 
+@dataclass
+class EpochPlan:
+    """What an epoch does between its steps besides training.
+
+    Attributes:
+        refresh_every: seconds between refreshes of the running values (``on_refresh``).
+        budget: the fit's limits (a spent budget ends the epoch as ``should_stop`` does) and
+            validations inside the epoch.
+        validate: runs a validation pass and returns its ``val_*`` values (None: no validation data).
+    """
+
+    refresh_every: float = DEFAULT_REFRESH_SECONDS
+    budget: Budget = field(default_factory=Budget)
+    validate: Callable[[], dict[str, float]] | None = None
+
+    def after_step(self, state: TrainState, cbs: CallbackList, serial: bool) -> bool:
+        """Validate when due; True when the epoch ends at this step (a stop, a spent budget, or
+        ``steps_per_epoch`` batches done)."""
+        if self.budget.spent(state, clock=serial):
+            state.should_stop = True
+        if state.should_stop or state.batch == self.budget.steps_per_epoch:
+            return True
+        if self.validate is not None and self.budget.validates_step(state):
+            cbs.call("on_validation_end", state, self.validate())
+        return False
+
+
 def run_train_epoch(
     model: Steps,
     train_fn: TrainFn,
@@ -167,15 +197,17 @@ def run_train_epoch(
     meter: Meter,
     state: TrainState,
     cbs: CallbackList,
-    refresh_every: float,
     runtime: Processes,
+    plan: EpochPlan | None = None,
     fresh: bool = True,
 ) -> dict[str, float]:
     """One pass of ``train_fn`` steps; returns the epoch's exact loss and metrics over every process.
 
-    ``fresh=False`` continues a resumed epoch: the meter keeps its restored sums. Data sharded
-    across processes counts each batch's real samples only.
+    ``plan`` says when to refresh, stop early and validate inside the epoch. ``fresh=False``
+    continues a resumed epoch: the meter keeps its restored sums. Data sharded across processes
+    counts each batch's real samples only.
     """
+    plan = plan or EpochPlan()
     weights = batch_weights(batches)
     if fresh:
         meter.reset()
@@ -183,8 +215,9 @@ def run_train_epoch(
     state.read_running = lambda: _checked_read(meter, state)
     batch_hook = cbs.wants("on_train_batch_end")
     clock = time.monotonic
-    next_refresh = clock() + refresh_every
+    next_refresh = clock() + plan.refresh_every
     context, progress, steps = StepContext(), state.progress, state.steps_per_epoch
+    serial = runtime.world_size == 1
     try:
         for batch in batches:
             context.last = progress.batch + 1 == steps
@@ -207,8 +240,8 @@ def run_train_epoch(
             if clock() >= next_refresh:
                 state.running = _checked_read(meter, state)
                 cbs.call("on_refresh", state)
-                next_refresh = clock() + refresh_every
-            if state.should_stop:  # a callback asked mid-epoch: stop at this step boundary
+                next_refresh = clock() + plan.refresh_every
+            if plan.after_step(state, cbs, serial):  # stop here (a callback, a budget) or validate
                 rewind(batches, state.epoch)
                 break
         progress.updates += train_fn.end_window()
@@ -269,6 +302,12 @@ def run_predict(model: Steps, batches: Iterable[Any], runtime: Processes) -> Any
     return concat(outputs)
 
 
+def _validate(model: Steps, val: Iterable[Any], meter: Meter, runtime: Processes) -> dict[str, float]:
+    """A validation pass with the weights the model validates with (an EMA's): ``val_*`` values."""
+    with model.validation_weights():
+        return run_eval(model, val, meter, runtime, prefix="val_")
+
+
 def start_fit(
     state: TrainState,
     data: tuple[Iterable[Any], Iterable[Any] | None],
@@ -276,14 +315,17 @@ def start_fit(
     metrics: list[Any],
     device: torch.device,
     callbacks: list[Any],
+    budget: Budget | None = None,
 ) -> tuple[Meter, Meter | None]:
-    """Set ``state`` for a fit call of ``epochs`` more epochs over ``data`` (training, validation);
-    returns the training and validation meters."""
+    """Set ``state`` for a fit call of ``epochs`` more epochs over ``data`` (training, validation)
+    within ``budget``; returns the training and validation meters."""
     train, val = data
     state.fit_start_epoch = state.epochs_done
+    state.fit_start_updates = state.updates
     state.epochs = state.epochs_done + epochs
     state.should_stop = False
-    state.steps_per_epoch = length_of(train)
+    state.validating = val is not None
+    state.steps_per_epoch = (budget or Budget()).epoch_length(length_of(train))
     train_meter = Meter(metrics, device, state.steps_per_epoch)
     val_meter = None if val is None else Meter(metrics, device, length_of(val))
     state.train_data = train
@@ -295,23 +337,27 @@ def start_fit(
 def fit_loop(
     model: Steps,
     train_fn: TrainFn,
-    train: Iterable[Any],
-    val: Iterable[Any] | None,
+    data: tuple[Iterable[Any], Iterable[Any] | None],
     state: TrainState,
     cbs: CallbackList,
     meters: tuple[Meter, Meter | None],
     runtime: Processes,
+    budget: Budget | None = None,
     resume_mid_epoch: bool = False,
 ) -> None:
-    """Run epochs of ``train_fn`` (a ``steps.TrainFunction``) until ``state.epochs`` are done or a
-    callback sets ``state.should_stop``.
+    """Run epochs of ``train_fn`` (a ``steps.TrainFunction``) over ``data`` (training, validation)
+    until ``state.epochs`` are done, ``budget`` is spent or a callback sets ``state.should_stop``.
 
     ``resume_mid_epoch``: the first epoch continues a restored one (its batch count and sums kept).
     """
-    refresh_every = cbs.refresh_interval
-    if refresh_every is None:
-        refresh_every = DEFAULT_REFRESH_SECONDS
+    train, val = data
+    budget = budget or Budget()
     train_meter, val_meter = meters
+    validate = None
+    if val is not None and val_meter is not None:
+        validate = partial(_validate, model, val, val_meter, runtime)
+    refresh = DEFAULT_REFRESH_SECONDS if cbs.refresh_interval is None else cbs.refresh_interval
+    plan = EpochPlan(refresh, budget, validate)
     fresh = not resume_mid_epoch
     try:
         cbs.call("on_fit_start", state)
@@ -323,13 +369,15 @@ def fit_loop(
                 set_epoch(val, state.epoch - 1)  # seeded validation transforms follow the epoch too
             cbs.call("on_epoch_start", state)
             started = time.perf_counter()
-            logs = run_train_epoch(
-                model, train_fn, train, train_meter, state, cbs, refresh_every, runtime, fresh
-            )
+            logs = run_train_epoch(model, train_fn, train, train_meter, state, cbs, runtime, plan, fresh)
             fresh = True
-            if val is not None and val_meter is not None:
-                with model.validation_weights():
-                    logs.update(run_eval(model, val, val_meter, runtime, prefix="val_"))
+            if budget.max_time is not None and runtime.world_size > 1:  # process 0's clock decides
+                state.should_stop |= runtime.gather_objects(budget.spent(state))[0]
+            last = state.should_stop or state.epoch == state.epochs
+            if validate is not None and budget.validates_epoch(state.epoch, last):
+                logs.update(validate())
+            if budget.validate_every is not None:
+                logs["step"] = float(state.step)
             logs.update(train_fn.epoch_logs())
             logs["lr"] = model.end_epoch(logs)
             logs["seconds"] = time.perf_counter() - started

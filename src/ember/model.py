@@ -7,7 +7,6 @@ custom batches.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,24 +16,23 @@ import torch
 from torch import nn
 
 from ember.accumulate import Accumulation
+from ember.budget import Budget
 from ember.callbacks import Callback, CallbackList, History, HistoryRecorder
 from ember.callbacks.progress import default_progress
 from ember.data.adapt import as_batches
 from ember.data.order import Shard
 from ember.data.resident import fit_batches
+from ember.data.stream import StreamEpochs
 from ember.ema import WeightAverage
 from ember.errors import ConfigError
-from ember.explain import call_net, forward_explained
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
-from ember.loop import StepContext, StepOutput, fit_loop, run_eval, run_predict, start_fit
+from ember.loop import StepContext, fit_loop, run_eval, run_predict, start_fit
 from ember.lr_finder import LRFinderResult, find_lr
 from ember.metrics import Meter, Metric
 from ember.objective import Objective
-from ember.optim import step_optimizer
 from ember.options import (
     accumulation_of,
-    batch_size_of,
     check_compile_arguments,
     check_fit_arguments,
     check_fit_optimizers,
@@ -49,6 +47,7 @@ from ember.options import (
 from ember.resume import interrupt_note, load_training, resolve_resume, save_training
 from ember.runtime import Runtime, create_runtime
 from ember.state import TrainState
+from ember.step_methods import StepMethods
 from ember.steps import TrainFunction
 
 __all__ = ["Model"]
@@ -58,7 +57,7 @@ def _device_of(net: nn.Module) -> torch.device:
     return next(net.parameters(), torch.empty(0)).device
 
 
-class Model:
+class Model(StepMethods):
     """Train, evaluate and use a plain ``nn.Module``.
 
     Example:
@@ -180,11 +179,6 @@ class Model:
         return self
 
     @property
-    def device(self) -> torch.device:
-        """The device the model computes on."""
-        return self.runtime.device
-
-    @property
     def is_main(self) -> bool:
         """True in the process that prints and writes files."""
         return self.runtime.is_main
@@ -215,6 +209,11 @@ class Model:
         augment: Any = None,
         sample_weight: Any = None,
         class_weight: Mapping[int, float] | None = None,
+        max_steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        max_time: float | None = None,
+        validation_freq: int = 1,
+        validate_every: int | None = None,
     ) -> History:
         """Train for ``epochs`` more epochs; returns the History of every epoch so far.
 
@@ -239,14 +238,27 @@ class Model:
                 items, with ``compile(weighted=True)``); the loss is ``sum(w * l) / sum(w)``.
             class_weight: ``{class: weight}``: training samples weigh their class's weight
                 (classes not named weigh 1.0); validation is not weighted.
+            max_steps: stop after this many optimizer updates in this call (with ``accumulate=k``,
+                one per k batches); the epoch ends there as with ``should_stop``.
+            steps_per_epoch: batches per epoch: at most one pass of data with a length (each
+                epoch from the start of its order); data without one (a stream) continues
+                across epochs.
+            max_time: stop at the first step boundary after this many seconds of this call (with
+                several processes, at an epoch end).
+            validation_freq: validate every this many epochs (and after the last one).
+            validate_every: also validate every this many steps inside epochs: a history row
+                with its ``step`` (epoch rows then have a ``step`` column too).
         """
         cbs = self._fit_callbacks(epochs, callbacks, verbose)
+        budget = Budget(max_steps, steps_per_epoch, max_time, validation_freq, validate_every)
         weighting = self._fit_weights(sample_weight, class_weight)
         train_data = with_sample_weight(with_target(train_data, y, "fit"), sample_weight)
         data = (train_data, validation_data, batch_size, shuffle)
         train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
+        if steps_per_epoch is not None and length_of(train) is None:
+            train = StreamEpochs(train, steps_per_epoch)
         state = self.state
-        meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks)
+        meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks, budget)
         self._unchecked = {"train", "eval"}
         try:
             resumed = None if resume is None else resolve_resume(resume, cbs.callbacks)
@@ -256,7 +268,7 @@ class Model:
             with trap_signals(state):
                 train_fn = TrainFunction(self, self._graphs, self._jit, self._jit_untimed)
                 self._jit_untimed = False  # only the first fit compiles
-                fit_loop(self, train_fn, train, val, state, cbs, meters, self.runtime, mid_epoch)
+                fit_loop(self, train_fn, (train, val), state, cbs, meters, self.runtime, budget, mid_epoch)
         except (KeyboardInterrupt, SystemExit) as exc:
             if self.is_main and (state.interrupted or isinstance(exc, KeyboardInterrupt)):
                 print(interrupt_note(state), file=sys.stderr, flush=True)
@@ -343,158 +355,3 @@ class Model:
     def _shard(self) -> Shard:
         runtime = self.runtime
         return Shard(runtime.rank, runtime.world_size, runtime.broadcast_object)
-
-    # -- steps (override for custom batches) -------------------------------------------------
-    def unpack(self, batch: Any) -> tuple[Any, Any]:
-        """``(inputs, target)`` of a batch, on the model's device; target is None when absent."""
-        inputs, target, _ = self.split(batch)
-        return inputs, target
-
-    def split(self, batch: Any) -> tuple[Any, Any, torch.Tensor | None]:
-        """``(inputs, target, sample_weight)`` of a batch on the model's device (weight None when
-        the batch has none and ``fit`` got no ``class_weight``)."""
-        inputs, target, weight = self.objective.split(batch, self.device)
-        if self._channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, target, weight
-
-    def forward(self, inputs: Any) -> Any:
-        """Call the net: a tensor as one argument, a tuple/list as positional, a dict as keywords.
-
-        Training steps go through the DDP wrapper when several processes train; evaluation and
-        prediction call the net itself (no collective, so processes may have different batch counts).
-        """
-        return call_net(self._train_net if torch.is_grad_enabled() else self.net, inputs)
-
-    def compute_loss(self, preds: Any, target: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``loss(preds, target)`` (its weighted mean with sample weights ``weight``), with inputs
-        checked on the first training batch of a fit call and on the first batch of its
-        validation and of every evaluate call, each on its own shapes."""
-        grad = torch.is_grad_enabled()
-        kind = "train" if grad else "eval"
-        preds = self.objective.loss_input(preds)
-        if kind in self._unchecked:
-            self.objective.check_inputs(preds, target, self.device.type != "cpu")
-            self._unchecked.discard(kind)
-        try:
-            if weight is None and self.loss is not None:
-                return (self._train_loss if grad else self.loss)(preds, target)
-            return self.objective.loss(preds, target, weight)
-        except (RuntimeError, IndexError, ValueError) as exc:
-            raise self.objective.explain_failure(preds, target, exc) from exc
-
-    def _loss(self, preds: Any, target: Any, weight: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`compute_loss`, given the weights only when there are some (an override written
-        as ``compute_loss(preds, target)`` keeps working)."""
-        if weight is None:
-            return self.compute_loss(preds, target)
-        return self.compute_loss(preds, target, weight)
-
-    def autocast(self) -> Any:
-        """The precision context of a step's forward pass and loss (no cached weight casts while
-        the step is recorded to be replayed: they would go stale)."""
-        return self.runtime.autocast()
-
-    def backward(self, loss: torch.Tensor, weight: torch.Tensor | None = None) -> None:
-        """``loss.backward()``, scaled by ``step_context.loss_scale`` (uneven batches across
-        processes, accumulation) and by the float16 gradient scaler. With the batch's sample
-        weights, by their sum instead (the update divides by the sum over the processes and the
-        accumulation window, so the gradient is the exact weighted mean)."""
-        scale: Any = self.step_context.loss_scale
-        if weight is not None:
-            mass = self.accumulation.add_mass(weight, counts=scale != 0)
-            scale = mass * self.runtime.world_size
-        scaled = loss if isinstance(scale, float) and scale == 1.0 else loss * scale
-        (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
-
-    def optimize(
-        self,
-        loss: torch.Tensor,
-        optimizer: torch.optim.Optimizer | None = None,
-        weight: torch.Tensor | None = None,
-    ) -> None:
-        """:meth:`backward` of ``loss`` (with the batch's sample weights ``weight``), then at the
-        end of an accumulation window (every step without one) clipping, the step of
-        ``optimizer`` (default: the compiled one), zeroed grads and the EMA update: what a custom
-        ``train_step`` calls. No host reads, so a CUDA graph captures it; a per-step LR scheduler
-        is stepped by the fit loop after the step."""
-        self.backward(loss, weight)
-        if self.step_context.update:
-            self.apply_update([optimizer or self.optimizer])
-
-    def apply_update(self, optimizers: Iterable[torch.optim.Optimizer] | None = None) -> None:
-        """Step ``optimizers`` (default: all) on the gradients summed so far, divided by the
-        accumulation window's sample count or weight sum; then the EMA of the weights."""
-        mass = self.accumulation.take_mass(self.runtime.all_reduce_sum)
-        divisor = self.step_context.grad_divisor if mass is None else mass
-        for optimizer in self.optimizers.values() if optimizers is None else optimizers:
-            step_optimizer(optimizer, self.scaler, self.grad_clip, divisor)
-        if self.ema is not None and (optimizers is None or self.optimizer in optimizers):
-            self.ema.update()
-
-    def no_sync(self) -> Any:
-        """A context in which backward keeps gradients in this process (DDP's ``no_sync``; nothing
-        in one process): the micro-batches of an accumulation window before its last."""
-        return self.runtime.no_sync(self._train_net)
-
-    def train_step(self, batch: Any) -> StepOutput:
-        """One optimisation step on ``batch``; returns what the meter records.
-
-        The one step body of ember: ``fit`` runs it as it is, under ``torch.compile`` (``jit``) or
-        captured whole in a CUDA graph (``cuda_graphs``), and ``find_lr`` runs it too. Override it
-        for custom steps; finish with :meth:`optimize` (it applies the loss scale of uneven
-        distributed batches, the gradient scaler and clipping) and return a ``StepOutput``.
-
-        Example (a GAN; ``compile(optimizer={"g": opt_g, "d": opt_d})``, checkpoints hold both):
-            >>> class GAN(Model):
-            ...     def train_step(self, batch):
-            ...         real, _ = self.unpack(batch)
-            ...         g, d = self.net.generator, self.net.discriminator
-            ...         ones, zeros = torch.ones_like(real[:, :1]), torch.zeros_like(real[:, :1])
-            ...         with self.autocast():
-            ...             fake = g(torch.randn(len(real), 4, device=real.device))
-            ...             d_loss = self.loss(d(real), ones) + self.loss(d(fake.detach()), zeros)
-            ...         self.optimizers["d"].zero_grad(set_to_none=True)
-            ...         self.optimize(d_loss, self.optimizers["d"])
-            ...         with self.autocast():
-            ...             g_loss = self.loss(d(fake), ones)
-            ...         self.optimize(g_loss, self.optimizers["g"])
-            ...         return StepOutput(d_loss.detach() + g_loss.detach(), None, None, len(real))
-        """
-        inputs, target, weight = self.split(batch)
-        with self.autocast():
-            preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self._loss(preds, target, weight)
-        self.optimize(loss, weight=weight)
-        size = batch_size_of(target, inputs)
-        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
-
-    def eval_step(self, batch: Any) -> StepOutput:
-        """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
-        inputs, target, weight = self.split(batch)
-        with self.autocast():
-            preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self._loss(preds, target, weight)
-        size = batch_size_of(target, inputs)
-        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
-
-    def predict_step(self, batch: Any) -> Any:
-        """The net's output for ``batch``; under bf16/fp16 autocast, floating outputs come back in
-        the parameters' dtype (float32 for a float32 net), which numpy can read."""
-        inputs, _ = self.unpack(batch)
-        runtime = self.runtime
-        with runtime.autocast():
-            outputs = forward_explained(self.forward, self.net, inputs, batch)
-        return runtime.from_autocast(outputs, self.net)
-
-    def validation_weights(self) -> Any:
-        """The weights a fit validates with: the EMA's while ``compile(ema=...)`` keeps one
-        (swapped in place, the net's own weights put back bitwise afterwards)."""
-        return contextlib.nullcontext() if self.ema is None else self.ema.swapped()
-
-    def end_epoch(self, logs: dict[str, float]) -> float:
-        """Step an epoch scheduler; returns the learning rate the epoch used."""
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        if self.scheduler is not None and self.scheduler_interval == "epoch":
-            self.scheduler.step(*(() if self._plateau is None else (self._plateau.value(logs),)))
-        return lr

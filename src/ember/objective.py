@@ -85,6 +85,12 @@ class Objective:
 
     def set_class_weight(self, class_weight: Mapping[Any, Any] | None, device: torch.device) -> None:
         """``fit(class_weight={class: weight})`` for the coming fit (None: no class weights)."""
+        if class_weight is not None and (self.structured is not None or self.fn is None):
+            raise ConfigError(
+                "class_weight weighs one loss that ember computes from one target; with several "
+                "outputs' losses or with compile(loss=None) (the model's own loss), weigh inside the loss "
+                "(e.g. nn.CrossEntropyLoss(weight=...)) instead"
+            )
         self.class_weight = None if class_weight is None else class_weight_table(class_weight, device)
 
     def split(self, batch: Any, device: torch.device | str) -> tuple[Any, Any, torch.Tensor | None]:

@@ -76,14 +76,14 @@ def step_optimizer(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     grad_clip: float | None,
-    grad_divisor: float = 1.0,
+    grad_divisor: float | torch.Tensor = 1.0,
 ) -> None:
     """After backward: divide ``optimizer``'s gradients by ``grad_divisor`` (the sample count of an
-    accumulation window), clip their norm to ``grad_clip`` (unscaled first under a gradient
-    scaler), step (through the scaler when there is one) and zero the gradients. The scaler's
-    ``update`` is left to the end of the training step (once, after every optimizer stepped). No
-    host reads, so a CUDA graph can capture it."""
-    if grad_divisor != 1.0:
+    accumulation window, or its weight sum as a device tensor), clip their norm to ``grad_clip``
+    (unscaled first under a gradient scaler), step (through the scaler when there is one) and zero
+    the gradients. The scaler's ``update`` is left to the end of the training step (once, after
+    every optimizer stepped). No host reads, so a CUDA graph can capture it."""
+    if isinstance(grad_divisor, torch.Tensor) or grad_divisor != 1.0:  # a tensor: no host read
         grads = [p.grad for p in _params(optimizer) if p.grad is not None]
         if grads:
             torch._foreach_div_(grads, grad_divisor)

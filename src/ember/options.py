@@ -288,8 +288,11 @@ class PlateauInput:
         self.monitor = Monitor(key, mode)
         self.fallback = fallback
 
-    def value(self, logs: dict[str, float]) -> float:
-        """The value to step on; a ConfigError listing the columns when it is missing."""
+    def value(self, logs: dict[str, float], validating: bool) -> float | None:
+        """The value to step on after an epoch with ``logs`` (None after an epoch that a fit with
+        validation data did not validate: no step); a ConfigError listing the columns when missing."""
+        if self.monitor.waits(logs, validating):
+            return None
         if self.fallback and self.monitor.key not in logs:
             return float(logs["loss"])
         return self.monitor.value(logs)

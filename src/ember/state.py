@@ -30,7 +30,8 @@ class Progress:
             accumulation; with ``compile(accumulate=k)``, one per window of k steps.
         batch: batches done in the current epoch.
         fit_start_epoch: ``epochs_done`` when the current ``fit`` call began (a resumed call keeps
-            the original one's, so ``epochs`` means the same in both).
+            the original one's, so ``epochs`` means the same in both); ``fit_start_updates`` the
+            same for ``updates`` (``max_steps``).
 
     Example:
         >>> p = Progress(epoch=2, step=17)
@@ -44,6 +45,7 @@ class Progress:
     updates: int = 0
     batch: int = 0
     fit_start_epoch: int = 0
+    fit_start_updates: int = 0
 
     def state_dict(self) -> dict[str, int]:
         """The counters as plain ints."""
@@ -51,9 +53,10 @@ class Progress:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         """Restore the counters of :meth:`state_dict` (one saved before ``updates`` was counted
-        had one update per step)."""
+        had one update per step, and started its fit calls at update 0)."""
+        older = {"updates": state["step"], "fit_start_updates": 0}
         for f in fields(self):
-            setattr(self, f.name, int(state.get(f.name, state["step"])))
+            setattr(self, f.name, int(state[f.name] if f.name in state else older[f.name]))
 
 
 def _counter(name: str, doc: str) -> property:
@@ -75,7 +78,7 @@ class TrainState:
     Attributes:
         model: the ``ember.Model`` being trained (callbacks use ``model.net`` and ``model.save``).
         progress: the counters (a :class:`Progress`); ``epoch``, ``epochs_done``, ``step``,
-            ``updates``, ``batch`` and ``fit_start_epoch`` read and write them.
+            ``updates``, ``batch``, ``fit_start_epoch`` and ``fit_start_updates`` read and write them.
         epochs: the epoch number ``fit`` stops after (1-based, counted across ``fit`` calls).
         steps_per_epoch: batches per epoch, or None when the data has no length.
         logs: the last finished epoch's values (``loss``, metrics, ``val_*``, ``lr``, ``seconds``).
@@ -86,6 +89,8 @@ class TrainState:
             ``batches`` column). With several processes, set it on every process at the same step:
             from ``on_train_batch_end`` on a condition of the step number (refresh times differ
             between processes, so ``on_refresh`` is for one process only).
+        validating: the fit call has validation data (an epoch's logs lack ``val_*`` columns only
+            when ``fit(validation_freq=k)`` skipped it).
         read_running: reads the running epoch values now (one device-to-host copy); costs a sync.
         train_data, train_meter, callbacks: what a full checkpoint needs from the running fit (the
             batches and their position, the running epoch sums, every callback's state).
@@ -100,6 +105,7 @@ class TrainState:
     logs: dict[str, float] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)
     should_stop: bool = False
+    validating: bool = False
     read_running: Callable[[], dict[str, float]] = _no_running_logs
     train_data: Any = None
     train_meter: Any = None
@@ -112,3 +118,4 @@ class TrainState:
     updates = _counter("updates", "Optimizer updates since the model was created.")
     batch = _counter("batch", "Batches done in the current epoch.")
     fit_start_epoch = _counter("fit_start_epoch", "``epochs_done`` when the current ``fit`` call began.")
+    fit_start_updates = _counter("fit_start_updates", "``updates`` when the current ``fit`` call began.")

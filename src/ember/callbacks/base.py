@@ -19,6 +19,7 @@ HOOKS = (
     "on_epoch_start",
     "on_train_batch_end",
     "on_refresh",
+    "on_validation_end",
     "on_epoch_end",
     "on_fit_end",
     "on_exception",
@@ -35,10 +36,12 @@ class Callback:
        the epoch at this step (validated and logged over the batches done) and the fit.
     4. ``on_refresh(state)``: a few times a second at most, after ``state.running`` was refreshed
        with one device read (progress displays).
-    5. ``on_epoch_end(state)``: after training and validation of an epoch; ``state.logs`` is complete.
+    5. ``on_validation_end(state, logs)``: after a validation inside an epoch (``fit(validate_every=n)``),
+       with its ``val_*`` values; the epoch-end validation is in ``on_epoch_end``'s logs instead.
+    6. ``on_epoch_end(state)``: after training and validation of an epoch; ``state.logs`` is complete.
        Set ``state.should_stop = True`` to end training here.
-    6. ``on_fit_end(state)``: once, after the last epoch (not after an exception).
-    7. ``on_exception(state, exc)``: instead of ``on_fit_end`` when training raised (also Ctrl-C).
+    7. ``on_fit_end(state)``: once, after the last epoch (not after an exception).
+    8. ``on_exception(state, exc)``: instead of ``on_fit_end`` when training raised (also Ctrl-C).
 
     Attributes:
         refresh_interval: seconds between ``on_refresh`` calls this callback wants (None: it needs none).
@@ -60,6 +63,9 @@ class Callback:
 
     def on_refresh(self, state: TrainState) -> None:
         """Called when ``state.running`` was refreshed."""
+
+    def on_validation_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        """Called after a validation inside an epoch with its ``val_*`` values."""
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Called after each epoch with complete ``state.logs``."""

@@ -53,7 +53,10 @@ class EarlyStopping(Callback):
         self.monitor.resolve(metrics_of(state.model))
 
     def on_epoch_end(self, state: TrainState) -> None:
-        """Count epochs without improvement; ask the loop to stop when patience runs out."""
+        """Count epochs without improvement (validated ones, for a ``val_*`` monitor); ask the
+        loop to stop when patience runs out."""
+        if self.monitor.waits(state.logs, state.validating):
+            return
         if self.monitor.update(self.monitor.value(state.logs)):
             self.wait = 0
             self.best_epoch = state.epoch

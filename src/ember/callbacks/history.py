@@ -73,19 +73,39 @@ class HistoryRecorder(Callback):
     def __init__(self, rows: list[dict[str, float]]) -> None:
         self.rows = rows
 
+    def on_validation_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        """Store a validation inside an epoch as a row of its own, with the step it followed."""
+        self.rows.append({"epoch": state.epoch, "step": state.step, **logs})
+
     def on_epoch_end(self, state: TrainState) -> None:
         """Store ``epoch`` and the epoch's logs."""
         self.rows.append({"epoch": state.epoch, **state.logs})
 
     def history(self) -> History:
-        """The rows as a History (integer epochs, columns in log order)."""
-        frame = History(self.rows)
-        if "epoch" in frame.columns:
-            frame["epoch"] = frame["epoch"].astype(int)
+        """The rows as a History (integer epochs and steps; columns ``epoch``, ``step`` when
+        validations ran inside epochs, training values, ``val_*``, then ``lr``, ``seconds``...)."""
+        seen = list(dict.fromkeys(key for row in self.rows for key in row))
+        frame = History(self.rows, columns=sorted(seen, key=_column_group))  # a stable sort
+        for column in ("epoch", "step"):
+            if column in frame.columns and not frame[column].isna().any():
+                frame[column] = frame[column].astype(int)
         return frame
 
 
-def format_logs(logs: dict[str, float], skip: Sequence[str] = ("lr", "seconds")) -> str:
+_LEADING = ("epoch", "step")
+_TRAILING = ("compile_seconds", "lr", "seconds", "batches")  # after the values, in log order
+
+
+def _column_group(column: str) -> int:
+    """Where a column goes: the counters, training values, validation values, the rest."""
+    if column in _LEADING:
+        return _LEADING.index(column)
+    if column in _TRAILING:
+        return 4
+    return 3 if column.startswith("val_") else 2
+
+
+def format_logs(logs: dict[str, float], skip: Sequence[str] = ("lr", "seconds", "step")) -> str:
     """``loss: 0.1234 - accuracy: 0.9500`` (4 significant decimals, NaN shown as nan)."""
     parts = []
     for key, value in logs.items():

@@ -103,7 +103,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         """Save the best and every ``every_n_epochs`` epochs."""
-        if self.save_best and self.monitor.update(self.monitor.value(state.logs)):
+        waits = self.monitor.waits(state.logs, state.validating)
+        if self.save_best and not waits and self.monitor.update(self.monitor.value(state.logs)):
             self.best_epoch = state.epoch
             state.model.save(self.best_path)  # every process takes part; process 0 writes
         if self.every_n_epochs and state.epoch % self.every_n_epochs == 0:

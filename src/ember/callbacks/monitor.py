@@ -74,6 +74,13 @@ class Monitor:
                 )
         return self.mode
 
+    def waits(self, logs: dict[str, float], validating: bool) -> bool:
+        """True for a ``val_*`` monitor after an epoch that a fit with validation data
+        (``validating``) did not validate (``fit(validation_freq=k)``): nothing to compare, so
+        the epoch does not count."""
+        skipped = validating and not any(key.startswith("val_") for key in logs)
+        return skipped and self.key.startswith("val_")
+
     def value(self, logs: dict[str, float]) -> float:
         """The monitored value in ``logs``; an error naming the available keys when absent."""
         if self.key not in logs:

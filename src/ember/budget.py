@@ -1,0 +1,89 @@
+"""Budget: how long a fit call trains and when it validates (``fit``'s ``max_steps``,
+``steps_per_epoch``, ``max_time``, ``validation_freq`` and ``validate_every``).
+
+``max_steps`` counts optimizer updates (with ``accumulate=k``, one per k batches, as Lightning and
+the Hugging Face Trainer count); ``steps_per_epoch`` counts batches (an epoch's length, as in
+Keras); ``max_time`` is seconds of this call. A budget running out ends the epoch at that step
+boundary exactly as a callback's ``should_stop`` does: the epoch is validated and logged over the
+batches it trained, and callbacks (checkpoints) see a normal end. Layer 1: knows the TrainState.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ember.arguments import check_count
+from ember.errors import ConfigError
+from ember.state import TrainState
+
+__all__ = ["Budget"]
+
+
+@dataclass
+class Budget:
+    """The limits and validation schedule of one ``fit`` call.
+
+    Attributes:
+        max_steps: stop after this many optimizer updates in this call (a resumed call counts from
+            the original call's start); None: no limit.
+        steps_per_epoch: batches per epoch (None: a whole pass over the data).
+        max_time: stop at the first step boundary after this many seconds of this call (with
+            several processes, checked at epoch ends, on process 0's clock).
+        validation_freq: validate after every ``validation_freq``-th epoch (and after the last).
+        validate_every: also validate every this many steps inside epochs (a history row with the
+            step; None: at epoch ends only).
+
+    Example:
+        >>> budget = Budget(max_steps=10, validation_freq=2)
+        >>> budget.validates_epoch(3, last=False), budget.validates_epoch(4, last=False)
+        (False, True)
+    """
+
+    max_steps: int | None = None
+    steps_per_epoch: int | None = None
+    max_time: float | None = None
+    validation_freq: int = 1
+    validate_every: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        check_count("max_steps", self.max_steps, 1, allow_none=True)
+        check_count("steps_per_epoch", self.steps_per_epoch, 1, allow_none=True)
+        check_count("validation_freq", self.validation_freq, 1)
+        check_count("validate_every", self.validate_every, 1, allow_none=True)
+        if self.max_time is not None and (
+            isinstance(self.max_time, bool)
+            or not isinstance(self.max_time, (int, float))
+            or not math.isfinite(self.max_time)
+            or self.max_time <= 0
+        ):
+            raise ConfigError(f"max_time is seconds (a positive number), got {self.max_time!r}")
+
+    def epoch_length(self, batches: int | None) -> int | None:
+        """The batches of an epoch over data of ``batches`` per pass (None: unknown length)."""
+        if self.steps_per_epoch is None:
+            return batches
+        if batches is not None and self.steps_per_epoch > batches:
+            raise ConfigError(
+                f"steps_per_epoch={self.steps_per_epoch}, but the training data has {batches} batches "
+                "per pass; an epoch takes at most one pass over data with a length (streams without "
+                "one continue across epochs)"
+            )
+        return self.steps_per_epoch
+
+    def spent(self, state: TrainState, clock: bool = True) -> bool:
+        """Whether the update budget (and with ``clock``, the time budget) is used up."""
+        if self.max_steps is not None and state.updates - state.fit_start_updates >= self.max_steps:
+            return True
+        return clock and self.max_time is not None and time.monotonic() - self.started >= self.max_time
+
+    def validates_epoch(self, epoch: int, last: bool) -> bool:
+        """Whether the epoch (1-based, counted across calls) ends with validation."""
+        return last or epoch % self.validation_freq == 0
+
+    def validates_step(self, state: TrainState) -> bool:
+        """Whether to validate after this step (inside an epoch; its end validates by epoch)."""
+        every = self.validate_every
+        return every is not None and state.step % every == 0 and state.batch != state.steps_per_epoch
