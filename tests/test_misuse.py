@@ -410,7 +410,7 @@ ERRORS = {
     "sample weights as a third element": (
         _weights_tuple,
         DataError,
-        r"batch of 3 elements.*looks like sample weights.*\(\(x1, x2\), y\)",
+        r"batch of 3 elements.*looks like sample weights: compile\(weighted=True\).*\(\(x1, x2\), y\)",
     ),
     # files
     "resume Adam state with SGD": (

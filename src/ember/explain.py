@@ -81,8 +81,8 @@ def _weights_like_tuple(batch: Any) -> str | None:
         f"the model failed on a batch of {len(batch)} elements: ember reads a batch (a, b, ..., target) "
         f"as inputs (a, b, ...) and target = the last element, so the net was called with "
         f"{len(batch) - 1} inputs. The last element is a 1-d float tensor of the batch's length, "
-        "which looks like sample weights; sample weights are not supported yet. Write batches with "
-        "several inputs as ((x1, x2), y), and leave the weights out"
+        "which looks like sample weights: compile(weighted=True) reads 3-tuple batches as "
+        "(inputs, target, sample_weight); batches with several inputs are written ((x1, x2), y)"
     )
 
 
