@@ -213,3 +213,35 @@ def feature_job(out, name, feature, batch, phase="reference", stop_at=7):
     if m.ema is not None:
         with m.ema.swapped():
             ember.save_weights(m.net, Path(out) / f"{name}-ema-rank{rank()}.safetensors")
+
+
+# -- budgets (tests/test_budget.py): max_steps, validate_every and max_time over processes -------------
+def budget_job(out, name, batch, epochs=3, max_steps=None, validate_every=None, max_time=None):
+    """Fit 45 samples with a budget; with ``max_time`` the budget's clock is one second per step on
+    process 0 and stands still elsewhere, so only process 0's clock can end the fit."""
+    import time
+    from types import SimpleNamespace
+
+    import ember.budget
+
+    m = model()
+    x, y = data(45)
+    clock = ember.budget.time
+    if max_time is not None:
+        base = time.monotonic()
+        ember.budget.time = SimpleNamespace(monotonic=lambda: base + m.state.step * (rank() == 0))
+    try:
+        history = m.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch,
+            validation_data=data(21, seed=1),
+            verbose=0,
+            max_steps=max_steps,
+            validate_every=validate_every,
+            max_time=max_time,
+        )
+    finally:
+        ember.budget.time = clock
+    dump(out, name, m, history)

@@ -11,6 +11,7 @@ batches it trained, and callbacks (checkpoints) see a normal end. Layer 1: knows
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -46,7 +47,7 @@ class Budget:
     max_time: float | None = None
     validation_freq: int = 1
     validate_every: int | None = None
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
 
     def __post_init__(self) -> None:
         check_count("max_steps", self.max_steps, 1, allow_none=True)
@@ -55,7 +56,7 @@ class Budget:
         check_count("validate_every", self.validate_every, 1, allow_none=True)
         if self.max_time is not None and (
             isinstance(self.max_time, bool)
-            or not isinstance(self.max_time, (int, float))
+            or not isinstance(self.max_time, numbers.Real)
             or not math.isfinite(self.max_time)
             or self.max_time <= 0
         ):

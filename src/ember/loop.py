@@ -178,16 +178,23 @@ class EpochPlan:
     budget: Budget = field(default_factory=Budget)
     validate: Callable[[], dict[str, float]] | None = None
 
-    def after_step(self, state: TrainState, cbs: CallbackList, serial: bool) -> bool:
-        """Validate when due; True when the epoch ends at this step (a stop, a spent budget, or
-        ``steps_per_epoch`` batches done)."""
+    def ends_epoch(self, state: TrainState, serial: bool) -> bool:
+        """True when the epoch ends at this step boundary: a stop, a spent budget (which sets
+        ``should_stop``), or ``steps_per_epoch`` batches done."""
         if self.budget.spent(state, clock=serial):
             state.should_stop = True
-        if state.should_stop or state.batch == self.budget.steps_per_epoch:
-            return True
-        if self.validate is not None and self.budget.validates_step(state):
+        return state.should_stop or state.batch == self.budget.steps_per_epoch
+
+    def due(self, state: TrainState) -> bool:
+        """Whether a validation inside the epoch is due after the step just done. It runs before the
+        next batch trains, so when no batch follows (data without a length ended), the epoch's own
+        validation covers it; and a checkpoint of this step resumes with it still to do."""
+        return self.validate is not None and self.budget.validates_step(state)
+
+    def run_validation(self, state: TrainState, cbs: CallbackList) -> None:
+        """Validate now and hand the values to ``on_validation_end``."""
+        if self.validate is not None:
             cbs.call("on_validation_end", state, self.validate())
-        return False
 
 
 def run_train_epoch(
@@ -218,8 +225,11 @@ def run_train_epoch(
     next_refresh = clock() + plan.refresh_every
     context, progress, steps = StepContext(), state.progress, state.steps_per_epoch
     serial = runtime.world_size == 1
+    pending = not fresh and plan.due(state)  # a resumed epoch owes the validation of its step
     try:
-        for batch in batches:
+        for batch in batches if fresh or not plan.ends_epoch(state, serial) else ():
+            if pending:
+                plan.run_validation(state, cbs)
             context.last = progress.batch + 1 == steps
             if weights is None:
                 out = train_fn(batch, context)
@@ -241,9 +251,10 @@ def run_train_epoch(
                 state.running = _checked_read(meter, state)
                 cbs.call("on_refresh", state)
                 next_refresh = clock() + plan.refresh_every
-            if plan.after_step(state, cbs, serial):  # stop here (a callback, a budget) or validate
+            if plan.ends_epoch(state, serial):  # a callback, a budget or steps_per_epoch
                 rewind(batches, state.epoch)
                 break
+            pending = plan.due(state)
         progress.updates += train_fn.end_window()
     except Exception as exc:
         _note(exc, _position(state, runtime))
