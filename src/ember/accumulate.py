@@ -27,7 +27,8 @@ __all__ = ["Accumulation", "sample_count"]
 def sample_count(batch: Any) -> int:
     """The samples in ``batch``: the length of its first tensor's first dimension (1 for a batch
     without tensors or with a 0-dim first tensor)."""
-    tensor = first_tensor(batch)
+    first = batch[0] if isinstance(batch, (tuple, list)) and batch else None
+    tensor = first if isinstance(first, torch.Tensor) else first_tensor(batch)
     return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
 
 
@@ -57,7 +58,8 @@ class Accumulation:
     def take_mass(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
         """The window's weight sum over every process (``reduce``: a cross-process sum), or None
         when its batches had no sample weights; the window's sum starts again."""
-        mass, self.mass = self.mass, None
+        mass = self.mass
+        self.mass = None
         return None if mass is None else reduce(mass.clone())
 
     @property

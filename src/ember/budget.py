@@ -74,6 +74,11 @@ class Budget:
             )
         return self.steps_per_epoch
 
+    @property
+    def limited(self) -> bool:
+        """Whether a step or time budget is set."""
+        return self.max_steps is not None or self.max_time is not None
+
     def spent(self, state: TrainState, clock: bool = True) -> bool:
         """Whether the update budget (and with ``clock``, the time budget) is used up."""
         if self.max_steps is not None and state.updates - state.fit_start_updates >= self.max_steps:

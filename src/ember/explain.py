@@ -25,6 +25,8 @@ __all__ = ["call_net", "explain_forward_failure", "forward_explained"]
 def call_net(net: nn.Module, inputs: Any) -> Any:
     """Call ``net`` with ``inputs``: a tensor as one argument, a tuple/list as positional arguments,
     a mapping as keywords."""
+    if isinstance(inputs, torch.Tensor):  # the common case first: the ABC check below costs more
+        return net(inputs)
     if isinstance(inputs, Mapping):
         return net(**inputs)
     if isinstance(inputs, (tuple, list)):

@@ -178,10 +178,13 @@ class EpochPlan:
     budget: Budget = field(default_factory=Budget)
     validate: Callable[[], dict[str, float]] | None = None
 
+    def __post_init__(self) -> None:
+        self.limited = self.budget.limited  # read once: the check runs after every step
+
     def ends_epoch(self, state: TrainState, serial: bool) -> bool:
         """True when the epoch ends at this step boundary: a stop, a spent budget (which sets
         ``should_stop``), or ``steps_per_epoch`` batches done."""
-        if self.budget.spent(state, clock=serial):
+        if self.limited and self.budget.spent(state, clock=serial):
             state.should_stop = True
         return state.should_stop or state.batch == self.budget.steps_per_epoch
 
@@ -236,7 +239,8 @@ def run_train_epoch(
                 train_fn.record(meter, out, out.size)
             else:
                 share = weights(progress.batch)
-                context.loss_scale, context.samples = share.loss_scale, share.total
+                context.loss_scale = share.loss_scale
+                context.samples = share.total
                 out = train_fn(batch, context)
                 if share.real:  # a padding batch trains (DDP needs every process) but counts for nothing
                     train_fn.record(meter, out, share.real)

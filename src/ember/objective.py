@@ -71,6 +71,7 @@ class Objective:
         self.weighted = weighted
         self.class_weight: torch.Tensor | None = None  # a lookup table, set for one fit call
         self._per_sample: Callable[..., torch.Tensor] | None = None
+        self._loss_reads_logits = isinstance(self.fn, nn.modules.loss._Loss)
 
     def metrics(self, spec: Sequence[Any] | Mapping[str, Any] | None) -> list[Metric]:
         """``compile(metrics=...)`` as metric objects: with several losses, ``{output: [metrics]}``
@@ -93,17 +94,20 @@ class Objective:
             )
         self.class_weight = None if class_weight is None else class_weight_table(class_weight, device)
 
-    def split(self, batch: Any, device: torch.device | str) -> tuple[Any, Any, torch.Tensor | None]:
+    def split(self, batch: Any, device: torch.device) -> tuple[Any, Any, torch.Tensor | None]:
         """``(inputs, target, sample_weight)`` of ``batch`` on ``device`` (weight None: unweighted);
         class weights apply to training steps (with gradients) only, as in Keras."""
+        if self.class_weight is None and not self.weighted and isinstance(batch, (tuple, list)):
+            inputs, target = split_batch(batch, device)  # the common case, without the checks below
+            return inputs, target, None
         weight = None
         if isinstance(batch, Mapping):
             inputs, target = split_mapping(batch, self.target_key, device, keep_target=self.fn is None)
         elif self.weighted and _is_triple(batch):
-            inputs, target = split_batch(tuple(batch[:2]), torch.device(device))
+            inputs, target = split_batch(tuple(batch[:2]), device)
             weight = _sample_weight(batch[2], target, device)
         else:
-            inputs, target = split_batch(batch, torch.device(device))
+            inputs, target = split_batch(batch, device)
         if self.class_weight is not None and torch.is_grad_enabled() and isinstance(target, torch.Tensor):
             classes = class_sample_weights(self.class_weight, target)
             weight = classes if weight is None else weight * classes
@@ -150,7 +154,7 @@ class Objective:
     def loss_input(self, preds: Any) -> Any:
         """What the loss function gets: a torch loss module the logits of an output that has them
         (it could not read a transformers ``ModelOutput``); a function the output as it is."""
-        return output_logits(preds) if isinstance(self.fn, nn.modules.loss._Loss) else preds
+        return output_logits(preds) if self._loss_reads_logits else preds
 
     def predictions(self, preds: Any) -> Any:
         """What metrics measure: the ``.logits`` of a model output that has them (one output)."""
@@ -161,9 +165,9 @@ def _is_triple(batch: Any) -> bool:
     return isinstance(batch, (list, tuple)) and len(batch) == 3 and not hasattr(batch, "_fields")
 
 
-def _sample_weight(weight: Any, target: Any, device: torch.device | str) -> torch.Tensor:
+def _sample_weight(weight: Any, target: Any, device: torch.device) -> torch.Tensor:
     """The third element of a weighted batch as float32 weights of shape (N,) on ``device``."""
-    weight = to_device(torch.as_tensor(weight), torch.device(device))
+    weight = to_device(torch.as_tensor(weight), device)
     if weight.dim() == 2 and weight.shape[1] == 1:
         weight = weight[:, 0]
     n = target.shape[0] if isinstance(target, torch.Tensor) and target.dim() else None

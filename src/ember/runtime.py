@@ -21,6 +21,7 @@ from ember.errors import ConfigError
 __all__ = ["PRECISIONS", "DistributedRuntime", "Runtime", "create_runtime", "resolve_device"]
 
 PRECISIONS = ("32", "bf16", "16")
+_NO_SYNC = contextlib.nullcontext()  # reusable: entering it does nothing (also "32"'s autocast)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -72,7 +73,7 @@ class Runtime:
         casts within a region unless ``autocast_cache`` is False (a step recorded to be replayed
         turns it off: cached casts would go stale in the replays)."""
         if self._autocast_dtype is None:
-            return contextlib.nullcontext()
+            return _NO_SYNC
         return self._autocast()
 
     def from_autocast(self, outputs: Any, net: torch.nn.Module) -> Any:
@@ -98,7 +99,7 @@ class Runtime:
     def no_sync(self, train_net: torch.nn.Module) -> contextlib.AbstractContextManager[Any]:
         """A context whose backward passes keep gradients local to this process (DDP's ``no_sync``,
         for the micro-batches of an accumulation window before the last); nothing in one process."""
-        return contextlib.nullcontext()
+        return _NO_SYNC
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over processes (identity in one process)."""

@@ -121,11 +121,12 @@ class StepMethods:
         processes, accumulation) and by the float16 gradient scaler. With the batch's sample
         weights, by their sum instead (the update divides by the sum over the processes and the
         accumulation window, so the gradient is the exact weighted mean)."""
-        scale: Any = self.step_context.loss_scale
+        scale = self.step_context.loss_scale
         if weight is not None:
             mass = self.accumulation.add_mass(weight, counts=scale != 0)
-            scale = mass * self.runtime.world_size
-        scaled = loss if isinstance(scale, float) and scale == 1.0 else loss * scale
+            scaled = loss * (mass * self.runtime.world_size)
+        else:
+            scaled = loss if scale == 1.0 else loss * scale
         (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
 
     def optimize(
@@ -141,12 +142,13 @@ class StepMethods:
         is stepped by the fit loop after the step."""
         self.backward(loss, weight)
         if self.step_context.update:
-            self.apply_update([optimizer or self.optimizer])
+            self.apply_update((optimizer or self.optimizer,))
 
     def apply_update(self, optimizers: Iterable[torch.optim.Optimizer] | None = None) -> None:
         """Step ``optimizers`` (default: all) on the gradients summed so far, divided by the
         accumulation window's sample count or weight sum; then the EMA of the weights."""
-        mass = self.accumulation.take_mass(self.runtime.all_reduce_sum)
+        window = self.accumulation
+        mass = None if window.mass is None else window.take_mass(self.runtime.all_reduce_sum)
         divisor = self.step_context.grad_divisor if mass is None else _nonzero(mass)
         for optimizer in self.optimizers.values() if optimizers is None else optimizers:
             step_optimizer(optimizer, self.scaler, self.grad_clip, divisor)

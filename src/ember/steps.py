@@ -43,6 +43,7 @@ class TrainFunction:
         self.window: Accumulation | None = model.accumulation if model.accumulation.every > 1 else None
         self.reports_compile = jit or graphs is not None
         self.updated = True  # whether the last call updated the weights
+        self._window_context = StepContext()
         self._first_call_pending = time_first
         self._compile_seconds = 0.0
 
@@ -75,7 +76,11 @@ class TrainFunction:
         ends the window (then the summed gradients are divided by the window's count)."""
         samples = context.samples if context.samples is not None else sample_count(batch)
         update, divisor = self.window.plan(samples, context.last)  # type: ignore[union-attr]
-        return StepContext(context.loss_scale * samples, update, divisor)
+        window = self._window_context  # one object, refilled per step
+        window.loss_scale = context.loss_scale * samples
+        window.update = update
+        window.grad_divisor = divisor
+        return window
 
     def end_window(self) -> int:
         """Apply an open accumulation window (the data ran out, or a callback stopped the epoch,

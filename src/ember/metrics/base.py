@@ -60,7 +60,8 @@ class Metric:
         """Declare the weighted part of the count ``count_key``: a device sum of weights
         (``<count_key>_weight``) and a host count of the values that came with weights
         (``<count_key>_weighted``); :meth:`add_weighted` fills them and :meth:`ratio` reads them."""
-        weight_key, weighted_key = f"{count_key}_weight", f"{count_key}_weighted"
+        weight_key = f"{count_key}_weight"
+        weighted_key = f"{count_key}_weighted"
         self.add_state(weight_key)
         self.add_state(weighted_key, kind="count")
         self._weight_keys[count_key] = (weight_key, weighted_key)

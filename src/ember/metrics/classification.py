@@ -146,7 +146,8 @@ class AUC(Metric):
         """Every stored score's weight (1 for unweighted batches), or None when no batch had weights."""
         if all(w is None for w in self._weights):
             return None
-        dtype, pairs = _acc_dtype(self._scores[0].device), zip(self._scores, self._weights, strict=True)
+        dtype = _acc_dtype(self._scores[0].device)
+        pairs = zip(self._scores, self._weights, strict=True)
         return torch.cat([torch.ones_like(s, dtype=dtype) if w is None else w.to(dtype) for s, w in pairs])
 
     def state_vector(self) -> torch.Tensor | None:

@@ -156,7 +156,8 @@ class Meter:
         """This process's loss statistics (the unweighted path as it always was)."""
         if not self._weighted:
             return _LossSums(self._loss_sum(), self.samples, None, 0)
-        k, weighted = len(self._sizes), set(self._weighted)
+        k = len(self._sizes)
+        weighted = set(self._weighted)
         sizes = [0 if i in weighted else n for i, n in enumerate(self._sizes)]
         weights = self._batch_weights()
         counts = torch.tensor(sizes, dtype=self._dtype).to(self.device, non_blocking=True)
@@ -175,7 +176,8 @@ class Meter:
             v.to(self.device, self._dtype) for m in self.metrics if (v := m.state_vector()) is not None
         ]
         summed = reduce(torch.cat(vectors))
-        metrics, at = [], 4
+        metrics: list[Metric] = []
+        at = 4
         for metric in self.metrics:
             vector = metric.state_vector()
             if vector is None:
@@ -192,7 +194,8 @@ class Meter:
         With ``reduce`` (a cross-process sum) and ``gather``, the values cover every process.
         """
         if reduce is None:
-            sums, metrics = self._local(), self.metrics
+            sums = self._local()
+            metrics = self.metrics
         else:
             sums, metrics = self._global(reduce, gather)
         device_metrics = [m for m in metrics if not m.host_sync]
