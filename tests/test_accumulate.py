@@ -6,9 +6,10 @@ from torch import nn
 
 import ember
 from ember.accumulate import Accumulation, sample_count
-from ember.callbacks import Callback, ModelCheckpoint
+from ember.callbacks import ModelCheckpoint
 from ember.errors import CheckpointError, ConfigError
 from tests import dist_jobs
+from tests.step_callbacks import Crash, CrashAt, StopAtStep
 
 SAMPLES = 70  # batch 8: 8 full batches and one of 6, so k=4 leaves a last window of one batch
 
@@ -127,36 +128,12 @@ def test_adam_with_accumulation_matches_the_big_batch():
     _assert_close(big, small, tol=1e-5)
 
 
-class StopAtStep(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, state):
-        if state.step == self.step:
-            state.should_stop = True
-
-
 def test_a_stop_inside_a_window_applies_it():
     model = _model(accumulate=4)
     history = _fit(model, 8, callbacks=[StopAtStep(6)])
     assert model.state.updates == 2  # steps 1-4, then 5-6 applied at the stop
     assert history["batches"].tolist() == [6.0]
     assert all(p.grad is None for p in model.net.parameters())
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Callback):
-    order = 200  # after the checkpoint of the step was written
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, state):
-        if state.step == self.step:
-            raise Crash
 
 
 @pytest.mark.parametrize("step", [2, 4, 11, 14])

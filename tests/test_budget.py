@@ -19,6 +19,7 @@ from ember.checkpoint import read_state_dict
 from ember.errors import ConfigError, DataError
 from ember.state import TrainState
 from tests import dist_jobs
+from tests.step_callbacks import Crash, CrashAt, StopAtStep
 
 SAMPLES, BATCH = 100, 10  # 10 batches per epoch
 
@@ -65,30 +66,6 @@ def _weights(model):
 def _evaluate(model, weights, data):
     model.net.load_state_dict(weights)
     return model.evaluate(data, batch_size=BATCH)
-
-
-class StopAtStep(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, state):
-        if state.step == self.step:
-            state.should_stop = True
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Callback):
-    order = 200  # after the checkpoint of the step was written
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, state):
-        if state.step == self.step:
-            raise Crash
 
 
 class Hooks(Callback):

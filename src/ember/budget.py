@@ -1,5 +1,6 @@
 """Budget: how long a fit call trains and when it validates (``fit``'s ``max_steps``,
-``steps_per_epoch``, ``max_time``, ``validation_freq`` and ``validate_every``).
+``steps_per_epoch``, ``max_time``, ``validation_freq`` and ``validate_every``); EpochPlan: what
+the loop does between an epoch's steps (refreshes, the budget, validations inside the epoch).
 
 ``max_steps`` counts optimizer updates (with ``accumulate=k``, one per k batches, as Lightning and
 the Hugging Face Trainer count); ``steps_per_epoch`` counts batches (an epoch's length, as in
@@ -13,13 +14,15 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ember.arguments import check_count
 from ember.errors import ConfigError
 from ember.state import TrainState
 
-__all__ = ["Budget"]
+__all__ = ["Budget", "EpochPlan"]
 
 
 @dataclass
@@ -93,3 +96,40 @@ class Budget:
         """Whether to validate after this step (inside an epoch; its end validates by epoch)."""
         every = self.validate_every
         return every is not None and state.step % every == 0 and state.batch != state.steps_per_epoch
+
+
+@dataclass
+class EpochPlan:
+    """What an epoch does between its steps besides training.
+
+    Attributes:
+        refresh_every: seconds between refreshes of the running values (``on_refresh``).
+        budget: the fit's limits (a spent budget ends the epoch as ``should_stop`` does) and
+            validations inside the epoch.
+        validate: runs a validation pass and returns its ``val_*`` values (None: no validation data).
+    """
+
+    refresh_every: float = 1.0
+    budget: Budget = field(default_factory=Budget)
+    validate: Callable[[], dict[str, float]] | None = None
+
+    def __post_init__(self) -> None:
+        self.limited = self.budget.limited  # read once: the check runs after every step
+
+    def ends_epoch(self, state: TrainState, serial: bool) -> bool:
+        """True when the epoch ends at this step boundary: a stop, a spent budget (which sets
+        ``should_stop``), or ``steps_per_epoch`` batches done."""
+        if self.limited and self.budget.spent(state, clock=serial):
+            state.should_stop = True
+        return state.should_stop or state.batch == self.budget.steps_per_epoch
+
+    def due(self, state: TrainState) -> bool:
+        """Whether a validation inside the epoch is due after the step just done. It runs before the
+        next batch trains, so when no batch follows (data without a length ended), the epoch's own
+        validation covers it; and a checkpoint of this step resumes with it still to do."""
+        return self.validate is not None and self.budget.validates_step(state)
+
+    def run_validation(self, state: TrainState, cbs: Any) -> None:
+        """Validate now and hand the values to ``on_validation_end`` of ``cbs`` (a CallbackList)."""
+        if self.validate is not None:
+            cbs.call("on_validation_end", state, self.validate())

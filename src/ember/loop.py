@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from ember._tree import concat, to_device
-from ember.budget import Budget
+from ember.budget import Budget, EpochPlan
 from ember.callbacks.base import CallbackList
 from ember.data.adapt import batch_weights, rewind, set_epoch
 from ember.errors import DataError, NonFiniteLossError
@@ -29,7 +29,6 @@ from ember.state import TrainState
 
 __all__ = [
     "PARTIAL_EPOCH",
-    "EpochPlan",
     "Processes",
     "StepContext",
     "StepOutput",
@@ -163,41 +162,13 @@ def _position(state: TrainState, runtime: Processes) -> str:
     return f"(ember: during {position}{where})"
 
 
-@dataclass
-class EpochPlan:
-    """What an epoch does between its steps besides training.
-
-    Attributes:
-        refresh_every: seconds between refreshes of the running values (``on_refresh``).
-        budget: the fit's limits (a spent budget ends the epoch as ``should_stop`` does) and
-            validations inside the epoch.
-        validate: runs a validation pass and returns its ``val_*`` values (None: no validation data).
-    """
-
-    refresh_every: float = DEFAULT_REFRESH_SECONDS
-    budget: Budget = field(default_factory=Budget)
-    validate: Callable[[], dict[str, float]] | None = None
-
-    def __post_init__(self) -> None:
-        self.limited = self.budget.limited  # read once: the check runs after every step
-
-    def ends_epoch(self, state: TrainState, serial: bool) -> bool:
-        """True when the epoch ends at this step boundary: a stop, a spent budget (which sets
-        ``should_stop``), or ``steps_per_epoch`` batches done."""
-        if self.limited and self.budget.spent(state, clock=serial):
-            state.should_stop = True
-        return state.should_stop or state.batch == self.budget.steps_per_epoch
-
-    def due(self, state: TrainState) -> bool:
-        """Whether a validation inside the epoch is due after the step just done. It runs before the
-        next batch trains, so when no batch follows (data without a length ended), the epoch's own
-        validation covers it; and a checkpoint of this step resumes with it still to do."""
-        return self.validate is not None and self.budget.validates_step(state)
-
-    def run_validation(self, state: TrainState, cbs: CallbackList) -> None:
-        """Validate now and hand the values to ``on_validation_end``."""
-        if self.validate is not None:
-            cbs.call("on_validation_end", state, self.validate())
+def _sharded_step(train_fn: TrainFn, batch: Any, context: StepContext, share: Any, meter: Meter) -> None:
+    """A step on this process's ``share`` of a global batch (a ``BatchShare``)."""
+    context.loss_scale = share.loss_scale
+    context.samples = share.total
+    out = train_fn(batch, context)
+    if share.real:  # a padding batch trains (DDP needs every process) but counts for nothing
+        train_fn.record(meter, out, share.real)
 
 
 def run_train_epoch(
@@ -238,12 +209,7 @@ def run_train_epoch(
                 out = train_fn(batch, context)
                 train_fn.record(meter, out, out.size)
             else:
-                share = weights(progress.batch)
-                context.loss_scale = share.loss_scale
-                context.samples = share.total
-                out = train_fn(batch, context)
-                if share.real:  # a padding batch trains (DDP needs every process) but counts for nothing
-                    train_fn.record(meter, out, share.real)
+                _sharded_step(train_fn, batch, context, weights(progress.batch), meter)
             progress.batch += 1
             progress.step += 1
             progress.updates += train_fn.updated
