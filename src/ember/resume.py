@@ -99,21 +99,20 @@ _OBJECTS = ("optimizer", "scheduler", "scaler", "ema")  # what a checkpoint hold
 
 def _open_window(model: Any) -> dict[str, Any] | None:
     """This process's open accumulation window (counts and summed gradients), or None."""
-    window = getattr(model, "accumulation", None)
-    return window.state_dict(model.net) if window is not None and window.open else None
+    window = model.accumulation
+    return window.state_dict(model.net) if window.open else None
 
 
 def _restore_window(model: Any, saved: dict[str, Any] | None, path: Path) -> None:
     """Put back an open accumulation window; refuse one this model cannot continue."""
-    window = getattr(model, "accumulation", None)
     if saved is None:
         return
-    if window is None or window.every <= int(saved["batches"]):
-        every = 1 if window is None else window.every
+    window = model.accumulation
+    if window.every <= int(saved["batches"]):
         raise CheckpointError(
             f"{path} stopped {saved['batches']} batches into a gradient-accumulation window, which "
-            f"compile(accumulate={every}) cannot continue: compile with the accumulate of the run "
-            "that saved it"
+            f"compile(accumulate={window.every}) cannot continue: compile with the accumulate of the "
+            "run that saved it"
         )
     window.load_state_dict(saved, model.net)
 
