@@ -27,8 +27,11 @@ __all__ = ["Accumulation", "sample_count"]
 def sample_count(batch: Any) -> int:
     """The samples in ``batch``: the length of its first tensor's first dimension (1 for a batch
     without tensors or with a 0-dim first tensor)."""
-    first = batch[0] if isinstance(batch, (tuple, list)) and batch else None
-    tensor = first if isinstance(first, torch.Tensor) else first_tensor(batch)
+    if type(batch) in (tuple, list) and batch:  # the common case first: (x, y) tensors
+        first = batch[0]
+        if type(first) is torch.Tensor and first.dim():
+            return first.shape[0]
+    tensor = first_tensor(batch)
     return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
 
 

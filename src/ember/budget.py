@@ -114,20 +114,23 @@ class EpochPlan:
     validate: Callable[[], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
-        self.limited = self.budget.limited  # read once: the check runs after every step
+        # read once: the loop checks these after every step
+        self.limited = self.budget.limited
+        self.cap = self.budget.steps_per_epoch
+        self.validates_steps = self.validate is not None and self.budget.validate_every is not None
 
     def ends_epoch(self, state: TrainState, serial: bool) -> bool:
         """True when the epoch ends at this step boundary: a stop, a spent budget (which sets
         ``should_stop``), or ``steps_per_epoch`` batches done."""
         if self.limited and self.budget.spent(state, clock=serial):
             state.should_stop = True
-        return state.should_stop or state.batch == self.budget.steps_per_epoch
+        return state.should_stop or state.batch == self.cap
 
     def due(self, state: TrainState) -> bool:
         """Whether a validation inside the epoch is due after the step just done. It runs before the
         next batch trains, so when no batch follows (data without a length ended), the epoch's own
         validation covers it; and a checkpoint of this step resumes with it still to do."""
-        return self.validate is not None and self.budget.validates_step(state)
+        return self.validates_steps and self.budget.validates_step(state)
 
     def run_validation(self, state: TrainState, cbs: Any) -> None:
         """Validate now and hand the values to ``on_validation_end`` of ``cbs`` (a CallbackList)."""

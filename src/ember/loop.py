@@ -224,7 +224,7 @@ def run_train_epoch(
             if plan.ends_epoch(state, serial):  # a callback, a budget or steps_per_epoch
                 rewind(batches, state.epoch)
                 break
-            pending = plan.due(state)
+            pending = plan.validates_steps and plan.due(state)
         progress.updates += train_fn.end_window()
     except Exception as exc:
         _note(exc, _position(state, runtime))

@@ -71,7 +71,8 @@ class Objective:
         self.weighted = weighted
         self.class_weight: torch.Tensor | None = None  # a lookup table, set for one fit call
         self._per_sample: Callable[..., torch.Tensor] | None = None
-        self._loss_reads_logits = isinstance(self.fn, nn.modules.loss._Loss)
+        # a torch loss module gets the logits of a transformers output (it could not read the output)
+        self.loss_reads_logits = isinstance(self.fn, nn.modules.loss._Loss)
 
     def metrics(self, spec: Sequence[Any] | Mapping[str, Any] | None) -> list[Metric]:
         """``compile(metrics=...)`` as metric objects: with several losses, ``{output: [metrics]}``
@@ -97,8 +98,12 @@ class Objective:
     def split(self, batch: Any, device: torch.device) -> tuple[Any, Any, torch.Tensor | None]:
         """``(inputs, target, sample_weight)`` of ``batch`` on ``device`` (weight None: unweighted);
         class weights apply to training steps (with gradients) only, as in Keras."""
-        if self.class_weight is None and not self.weighted and isinstance(batch, (tuple, list)):
-            inputs, target = split_batch(batch, device)  # the common case, without the checks below
+        if self.class_weight is None and not self.weighted and type(batch) in (tuple, list):
+            if len(batch) == 2:  # the common case, as fast as it goes
+                inputs, target = batch
+                if type(inputs) is torch.Tensor and type(target) is torch.Tensor:
+                    return inputs.to(device, non_blocking=True), target.to(device, non_blocking=True), None
+            inputs, target = split_batch(batch, device)
             return inputs, target, None
         weight = None
         if isinstance(batch, Mapping):
@@ -150,11 +155,6 @@ class Objective:
         if self.structured is not None:
             return [(fn, p, t) for _, fn, p, t in self.structured.parts(preds, target)]
         return [] if self.fn is None else [(self.fn, preds, target)]
-
-    def loss_input(self, preds: Any) -> Any:
-        """What the loss function gets: a torch loss module the logits of an output that has them
-        (it could not read a transformers ``ModelOutput``); a function the output as it is."""
-        return output_logits(preds) if self._loss_reads_logits else preds
 
     def predictions(self, preds: Any) -> Any:
         """What metrics measure: the ``.logits`` of a model output that has them (one output)."""

@@ -112,6 +112,8 @@ def length_of(batches: Any) -> int | None:
 
 
 def batch_size_of(target: Any, inputs: Any) -> int:
+    if type(target) is torch.Tensor and target.dim():  # the common case first
+        return target.shape[0]
     tensor = target if isinstance(target, torch.Tensor) else first_tensor(inputs)
     return int(tensor.shape[0]) if tensor is not None and tensor.dim() else 1
 

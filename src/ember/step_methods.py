@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ember.accumulate import Accumulation
+from ember.batches import output_logits
 from ember.ema import WeightAverage
 from ember.explain import call_net, forward_explained
 from ember.loop import StepContext, StepOutput
@@ -74,7 +75,7 @@ class StepMethods:
     def split(self, batch: Any) -> tuple[Any, Any, torch.Tensor | None]:
         """``(inputs, target, sample_weight)`` of a batch on the model's device (weight None when
         the batch has none and ``fit`` got no ``class_weight``)."""
-        inputs, target, weight = self.objective.split(batch, self.device)
+        inputs, target, weight = self.objective.split(batch, self.runtime.device)
         if self._channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, target, weight
@@ -85,31 +86,27 @@ class StepMethods:
         Training steps go through the DDP wrapper when several processes train; evaluation and
         prediction call the net itself (no collective, so processes may have different batch counts).
         """
-        return call_net(self._train_net if torch.is_grad_enabled() else self.net, inputs)
+        net = self._train_net if torch.is_grad_enabled() else self.net
+        return net(inputs) if type(inputs) is torch.Tensor else call_net(net, inputs)
 
     def compute_loss(self, preds: Any, target: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``loss(preds, target)`` (its weighted mean with sample weights ``weight``), with inputs
         checked on the first training batch of a fit call and on the first batch of its
         validation and of every evaluate call, each on its own shapes."""
         grad = torch.is_grad_enabled()
-        kind = "train" if grad else "eval"
-        preds = self.objective.loss_input(preds)
-        if kind in self._unchecked:
-            self.objective.check_inputs(preds, target, self.device.type != "cpu")
-            self._unchecked.discard(kind)
+        if self.objective.loss_reads_logits and type(preds) is not torch.Tensor:
+            preds = output_logits(preds)  # a torch loss module reads a transformers output's logits
+        if self._unchecked:
+            kind = "train" if grad else "eval"
+            if kind in self._unchecked:
+                self.objective.check_inputs(preds, target, self.device.type != "cpu")
+                self._unchecked.discard(kind)
         try:
             if weight is None and self.loss is not None:
                 return (self._train_loss if grad else self.loss)(preds, target)
             return self.objective.loss(preds, target, weight)
         except (RuntimeError, IndexError, ValueError) as exc:
             raise self.objective.explain_failure(preds, target, exc) from exc
-
-    def _loss(self, preds: Any, target: Any, weight: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`compute_loss`, given the weights only when there are some (an override written
-        as ``compute_loss(preds, target)`` keeps working)."""
-        if weight is None:
-            return self.compute_loss(preds, target)
-        return self.compute_loss(preds, target, weight)
 
     def autocast(self) -> Any:
         """The precision context of a step's forward pass and loss (no cached weight casts while
@@ -187,19 +184,27 @@ class StepMethods:
         inputs, target, weight = self.split(batch)
         with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self._loss(preds, target, weight)
+            if weight is None:  # an override written as compute_loss(preds, target) keeps working
+                loss = self.compute_loss(preds, target)
+            else:
+                loss = self.compute_loss(preds, target, weight)
         self.optimize(loss, weight=weight)
         size = batch_size_of(target, inputs)
-        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
+        measured = preds if type(preds) is torch.Tensor else self.objective.predictions(preds)
+        return StepOutput(loss, measured, target, size, weight)
 
     def eval_step(self, batch: Any) -> StepOutput:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
         inputs, target, weight = self.split(batch)
         with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
-            loss = self._loss(preds, target, weight)
+            if weight is None:  # an override written as compute_loss(preds, target) keeps working
+                loss = self.compute_loss(preds, target)
+            else:
+                loss = self.compute_loss(preds, target, weight)
         size = batch_size_of(target, inputs)
-        return StepOutput(loss, self.objective.predictions(preds), target, size, weight)
+        measured = preds if type(preds) is torch.Tensor else self.objective.predictions(preds)
+        return StepOutput(loss, measured, target, size, weight)
 
     def predict_step(self, batch: Any) -> Any:
         """The net's output for ``batch``; under bf16/fp16 autocast, floating outputs come back in

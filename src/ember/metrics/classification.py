@@ -63,12 +63,14 @@ class Accuracy(Metric):
         else:
             predicted = preds > self._binary_threshold(preds)
             target = target > 0.5 if target.is_floating_point() else target.bool()
-        if predicted.numel() != target.numel():
-            raise ShapeError(
-                f"{self.name}: predictions {tuple(preds.shape)} do not match targets {tuple(target.shape)}"
-            )
-        if predicted.dim() != 1 or target.dim() != 1:  # views cost a dispatch each: only when needed
-            predicted, target = predicted.reshape(-1), target.reshape(-1)
+        if predicted.shape != target.shape:  # one comparison in the common case
+            if predicted.numel() != target.numel():
+                raise ShapeError(
+                    f"{self.name}: predictions {tuple(preds.shape)} do not match targets "
+                    f"{tuple(target.shape)}"
+                )
+            predicted = predicted.reshape(-1)  # views cost a dispatch each: only when needed
+            target = target.reshape(-1)
         if weight is None:
             self._tensors["correct"].add_((predicted == target).sum())
             self._counts["total"] += predicted.numel()

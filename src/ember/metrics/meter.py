@@ -68,6 +68,7 @@ class Meter:
         self.device = device
         self._dtype = _acc_dtype(device)
         self._losses = torch.zeros(capacity or _INITIAL_CAPACITY, dtype=self._dtype, device=device)
+        self._capacity = self._losses.numel()  # slots in the buffer, kept as an int for the per-batch check
         self._sizes: list[int] = []
         self._weights: torch.Tensor | None = None  # per-batch weight sums, made at the first weighted batch
         self._weighted: list[int] = []  # indices of this epoch's batches that came with weights
@@ -105,7 +106,7 @@ class Meter:
                 for the loss, and the metrics get the weights.
         """
         i = len(self._sizes)
-        losses = self.loss_buffer(i + 1)
+        losses = self._losses if i < self._capacity else self.loss_buffer(i + 1)
         if loss is not None:
             losses[i] = loss.detach()
         if weight is not None:
@@ -120,6 +121,7 @@ class Meter:
         grown to hold at least ``batches`` (a new tensor when it grows, else the same one)."""
         while batches > self._losses.numel():
             self._losses = torch.cat([self._losses, torch.zeros_like(self._losses)])
+        self._capacity = self._losses.numel()
         return self._losses
 
     def weight_buffer(self, batches: int) -> torch.Tensor:
@@ -233,6 +235,7 @@ class Meter:
         sizes = list(state["sizes"])  # type: ignore[call-overload]
         if len(sizes) >= self._losses.numel():
             self._losses = torch.zeros(len(sizes) * 2, dtype=self._dtype, device=self.device)
+            self._capacity = self._losses.numel()
         self._losses[: len(sizes)] = losses
         self._sizes = [int(s) for s in sizes]
         self._weighted = [int(i) for i in state.get("weighted", [])]  # type: ignore[attr-defined]
