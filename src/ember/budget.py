@@ -124,7 +124,7 @@ class EpochPlan:
         ``should_stop``), or ``steps_per_epoch`` batches done."""
         if self.limited and self.budget.spent(state, clock=serial):
             state.should_stop = True
-        return state.should_stop or state.batch == self.cap
+        return state.should_stop or state.progress.batch == self.cap
 
     def due(self, state: TrainState) -> bool:
         """Whether a validation inside the epoch is due after the step just done. It runs before the

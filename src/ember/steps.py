@@ -59,7 +59,8 @@ class TrainFunction:
             out = self.graphs.step(batch)
         elif context.update:
             out = model.train_step(batch)
-            update_scaler(model.scaler)
+            if model.scaler is not None:  # update_scaler, without a call per step
+                model.scaler.update()
         else:
             with model.no_sync():  # the window's last micro-batch all-reduces the summed gradients
                 out = model.train_step(batch)

@@ -55,12 +55,12 @@ class Accuracy(Metric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Count correct predictions of one batch (weighted by ``weight``, shape (N,), when given)."""
-        preds = preds.detach()
         if preds.dim() >= 2 and preds.shape[1] > 1:
-            predicted = preds.argmax(1)
+            predicted = preds.argmax(1)  # an integer result: autograd records nothing
             if target.shape == preds.shape and target.is_floating_point():
                 target = target.argmax(1)
         else:
+            preds = preds.detach()  # the threshold may read min and max
             predicted = preds > self._binary_threshold(preds)
             target = target > 0.5 if target.is_floating_point() else target.bool()
         if predicted.shape != target.shape:  # one comparison in the common case
