@@ -75,8 +75,10 @@ class StepMethods:
     def split(self, batch: Any) -> tuple[Any, Any, torch.Tensor | None]:
         """``(inputs, target, sample_weight)`` of a batch on the model's device (weight None when
         the batch has none and ``fit`` got no ``class_weight``)."""
+        if not self._channels_last:
+            return self.objective.split(batch, self.runtime.device)
         inputs, target, weight = self.objective.split(batch, self.runtime.device)
-        if self._channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+        if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, target, weight
 

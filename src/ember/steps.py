@@ -44,6 +44,7 @@ class TrainFunction:
         self.reports_compile = jit or graphs is not None
         self.updated = True  # whether the last call updated the weights
         self._window_context = StepContext()
+        self._serial = model.runtime.world_size == 1  # no all-reduce to hold back inside a window
         self._first_call_pending = time_first
         self._compile_seconds = 0.0
 
@@ -57,9 +58,9 @@ class TrainFunction:
         started = time.perf_counter() if self._first_call_pending else None
         if self.graphs is not None:
             out = self.graphs.step(batch)
-        elif context.update:
+        elif context.update or self._serial:
             out = model.train_step(batch)
-            if model.scaler is not None:  # update_scaler, without a call per step
+            if context.update and model.scaler is not None:  # update_scaler, without a call per step
                 model.scaler.update()
         else:
             with model.no_sync():  # the window's last micro-batch all-reduces the summed gradients
