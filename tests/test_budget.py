@@ -24,6 +24,11 @@ from tests.step_callbacks import Crash, CrashAt, StopAtStep
 SAMPLES, BATCH = 100, 10  # 10 batches per epoch
 
 
+# (epoch, step) of the rows of 2 epochs of 10 batches with validate_every=4: validations inside
+# epochs at steps 4, 8, 12 and 16, and the epoch rows at steps 10 and 20
+EVERY_4_OF_10_ROWS = [(1, 4), (1, 8), (1, 10), (2, 12), (2, 16), (2, 20)]
+
+
 def _data(n=SAMPLES, seed=1, flip=False):
     """Learnable classes; ``flip`` gives every sample a wrong label (a validation loss that rises)."""
     g = torch.Generator().manual_seed(seed)
@@ -465,14 +470,7 @@ def test_validate_every_adds_rows_inside_epochs():
         "lr",
         "seconds",
     ]
-    assert list(zip(history["epoch"], history["step"], strict=True)) == [
-        (1, 4),
-        (1, 8),
-        (1, 10),
-        (2, 12),
-        (2, 16),
-        (2, 20),
-    ]
+    assert list(zip(history["epoch"], history["step"], strict=True)) == EVERY_4_OF_10_ROWS
     assert history["loss"].notna().tolist() == [False, False, True, False, False, True]
     assert [(epoch, step) for epoch, step, _ in validations.calls] == [(1, 4), (1, 8), (2, 12), (2, 16)]
     for row, (_, step, logs) in zip([0, 1, 3, 4], validations.calls, strict=True):
@@ -533,14 +531,7 @@ def test_resuming_from_a_validated_step_keeps_its_row(tmp_path):
         callbacks=[ModelCheckpoint(folder, every_n_steps=4)],
         resume="latest",
     )
-    assert list(zip(history["epoch"], history["step"], strict=True)) == [
-        (1, 4),
-        (1, 8),
-        (1, 10),
-        (2, 12),
-        (2, 16),
-        (2, 20),
-    ]
+    assert list(zip(history["epoch"], history["step"], strict=True)) == EVERY_4_OF_10_ROWS
     assert _values(history).equals(_values(reference_history))
 
 

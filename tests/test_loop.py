@@ -7,7 +7,8 @@ from torch import nn
 import ember
 from ember.callbacks import Callback, ProgressBar
 from tests.conftest import mlp
-from tests.host_ops import HostOps
+from tests.host_ops import HostOpWindow
+from tests.step_callbacks import StopAtStep
 
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 
@@ -145,47 +146,18 @@ def test_exceptions_reach_on_exception_with_a_note_naming_the_step():
     assert any("epoch 1" in note for note in getattr(info.value, "__notes__", ["epoch 1"]))
 
 
-class _HostOpWindow(Callback):
-    """Records host-reading ops dispatched from batch 2 to batch 12 of each epoch (steps, meter
-    updates, loop bookkeeping)."""
-
-    refresh_interval = 1e9  # no progress reads inside the window
-
-    def __init__(self):
-        self.mode, self.ops = None, []
-
-    def on_train_batch_end(self, state):
-        if state.batch == 2:
-            self.mode = HostOps().__enter__()
-        elif state.batch == 12 and self.mode is not None:
-            self.mode.__exit__(None, None, None)
-            self.ops.extend(self.mode.ops)
-            self.mode = None
-
-
 def test_steady_state_steps_run_no_op_that_reads_the_host():
-    window = _HostOpWindow()
+    window = HostOpWindow(2, 12)
     _, _, run = _fit(200, callbacks=[window])
     run()
     assert window.ops == []
-    spoiled = _HostOpWindow()
+    spoiled = HostOpWindow(2, 12)
     model, data, _ = _fit(200, callbacks=[spoiled])
     model.metrics.append(
         ember.metrics.FunctionMetric(lambda p, t: float((p.argmax(1) == t).float().mean()), "acc")
     )
     model.fit(data, epochs=1, batch_size=10, verbose=0, callbacks=[spoiled])
     assert "aten._local_scalar_dense.default" in spoiled.ops  # a plain-function metric reads the host
-
-
-class _StopAt(Callback):
-    """Asks to stop after a given step, from on_train_batch_end."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, state):
-        if state.step == self.step:
-            state.should_stop = True
 
 
 def _sgd_model(net):
@@ -197,7 +169,7 @@ def test_should_stop_mid_epoch_ends_at_that_step_with_exact_partial_sums():
     torch.manual_seed(1)
     x, y = torch.randn(95, 4), torch.randint(0, 3, (95,))
     model = _sgd_model(mlp())
-    history = model.fit((x, y), epochs=3, batch_size=10, shuffle=False, callbacks=[_StopAt(14)], verbose=0)
+    history = model.fit((x, y), epochs=3, batch_size=10, shuffle=False, callbacks=[StopAtStep(14)], verbose=0)
     reference = mlp()  # the same steps by hand: epoch 1 (10 batches), then 4 batches of epoch 2
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
     losses, correct = [], 0

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import ember
 from ember.callbacks import Callback
 from ember.errors import ConfigError, DataError
-from tests.host_ops import HostOps
+from tests.host_ops import HostOpWindow
 
 N = 45  # batches of 8: five full batches and one of 5
 BATCH = 8
@@ -258,28 +258,10 @@ def test_a_batch_of_zero_weights_changes_nothing():
     _assert_params_close(net, reference)
 
 
-class _HostOpWindow(Callback):
-    """Records the host-reading ops dispatched from the end of batch 1 to the end of batch 5
-    (four whole training steps with their meter updates)."""
-
-    refresh_interval = 1e9  # no progress reads inside the window
-
-    def __init__(self):
-        self.mode, self.ops = None, []
-
-    def on_train_batch_end(self, state):
-        if state.batch == 1:
-            self.mode = HostOps().__enter__()
-        elif state.batch == 5 and self.mode is not None:
-            self.mode.__exit__(None, None, None)
-            self.ops.extend(self.mode.ops)
-            self.mode = None
-
-
 def test_unweighted_steps_read_nothing_on_the_host():
     """The control of the test below: the same window without weights sees no host read."""
     x, y, _ = _data()
-    window = _HostOpWindow()
+    window = HostOpWindow(1, 5)
     _model(_net(), metrics=["accuracy"]).fit(x, y, batch_size=BATCH, verbose=0, callbacks=[window])
     assert window.ops == []
 
@@ -287,7 +269,7 @@ def test_unweighted_steps_read_nothing_on_the_host():
 @pytest.mark.parametrize("weighting", ["sample_weight", "class_weight"])
 def test_weighted_steps_read_nothing_on_the_host(weighting):
     x, y, w = _data()
-    window = _HostOpWindow()
+    window = HostOpWindow(1, 5)
     options = {"sample_weight": w} if weighting == "sample_weight" else {"class_weight": CLASS_WEIGHT}
     model = _model(_net(), metrics=["accuracy"])
     model.fit(x, y, batch_size=BATCH, verbose=0, callbacks=[window], **options)

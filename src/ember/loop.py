@@ -218,9 +218,7 @@ def run_train_epoch(
             if state.interrupted is not None:
                 raise_if_interrupted(state)
             if clock() >= next_refresh:
-                state.running = _checked_read(meter, state)
-                cbs.call("on_refresh", state)
-                next_refresh = clock() + plan.refresh_every
+                next_refresh = _refresh(meter, state, cbs, plan.refresh_every)
             if plan.ends_epoch(state, serial):  # a callback, a budget or steps_per_epoch
                 rewind(batches, state.epoch)
                 break
@@ -229,11 +227,23 @@ def run_train_epoch(
     except Exception as exc:
         _note(exc, _position(state, runtime))
         raise
+    return _epoch_logs(meter, state, runtime)
+
+
+def _refresh(meter: Meter, state: TrainState, cbs: CallbackList, every: float) -> float:
+    """Read the running values (one host copy), tell ``on_refresh``; returns the next refresh time."""
+    state.running = _checked_read(meter, state)
+    cbs.call("on_refresh", state)
+    return time.monotonic() + every
+
+
+def _epoch_logs(meter: Meter, state: TrainState, runtime: Processes) -> dict[str, float]:
+    """The epoch's training values over every process; an epoch cut short says how short."""
     if meter.batches == 0 and runtime.world_size == 1:  # a process's shard may be empty
         raise DataError(f"the training data yielded no batches in epoch {state.epoch}")
     logs = _checked_read(meter, state, runtime)
     if state.should_stop and state.batch != state.steps_per_epoch:
-        logs[PARTIAL_EPOCH] = float(state.batch)  # the row of an epoch cut short says how short
+        logs[PARTIAL_EPOCH] = float(state.batch)
     return logs
 
 

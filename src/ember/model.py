@@ -254,9 +254,7 @@ class Model(StepMethods):
         weighting = self._fit_weights(sample_weight, class_weight)
         train_data = with_sample_weight(with_target(train_data, y, "fit"), sample_weight)
         data = (train_data, validation_data, batch_size, shuffle)
-        train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
-        if steps_per_epoch is not None and length_of(train) is None:
-            train = StreamEpochs(train, steps_per_epoch)
+        train, val = self._fit_batches(data, on_device, augment, steps_per_epoch)
         state = self.state
         meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks, budget)
         self._unchecked = {"train", "eval"}
@@ -274,12 +272,30 @@ class Model(StepMethods):
                 print(interrupt_note(state), file=sys.stderr, flush=True)
             raise
         finally:
-            if self._graphs is not None:
-                self._graphs.end(train)
-            state.train_data, state.train_meter, state.callbacks = None, None, []
-            self.step_context = StepContext()
-            self.objective.weighted, self.objective.class_weight = weighting
+            self._end_fit(train, weighting)
         return self.history
+
+    def _fit_batches(
+        self, data: tuple[Any, Any, Any, bool], on_device: bool, augment: Any, steps_per_epoch: Any
+    ) -> tuple[Any, Any]:
+        """The training and validation batches of a fit: ``data`` is (training data, validation
+        data, batch size, shuffle); a stream gets epochs of ``steps_per_epoch`` batches."""
+        train, val = fit_batches(*data, self.device, self._shard(), on_device, augment)
+        if steps_per_epoch is not None and length_of(train) is None:
+            train = StreamEpochs(train, steps_per_epoch)
+        return train, val
+
+    def _end_fit(self, train: Any, weighting: tuple[bool, Any]) -> None:
+        """Put back what a fit call changed: the graphs' optimizer, the state's live fit, the step
+        context and the objective's weighting."""
+        if self._graphs is not None:
+            self._graphs.end(train)
+        state = self.state
+        state.train_data = None
+        state.train_meter = None
+        state.callbacks = []
+        self.step_context = StepContext()
+        self.objective.weighted, self.objective.class_weight = weighting
 
     def _fit_weights(self, sample_weight: Any, class_weight: Any) -> tuple[bool, Any]:
         """Weight this fit's samples as asked; returns the objective's weighting to restore after."""

@@ -183,20 +183,17 @@ class StepMethods:
             ...         self.optimize(g_loss, self.optimizers["g"])
             ...         return StepOutput(d_loss.detach() + g_loss.detach(), None, None, len(real))
         """
-        inputs, target, weight = self.split(batch)
-        with self.autocast():
-            preds = forward_explained(self.forward, self.net, inputs, batch)
-            if weight is None:  # an override written as compute_loss(preds, target) keeps working
-                loss = self.compute_loss(preds, target)
-            else:
-                loss = self.compute_loss(preds, target, weight)
-        self.optimize(loss, weight=weight)
-        size = batch_size_of(target, inputs)
-        measured = preds if type(preds) is torch.Tensor else self.objective.predictions(preds)
-        return StepOutput(loss, measured, target, size, weight)
+        out = self.loss_of(batch)
+        self.optimize(out.loss, weight=out.weight)
+        return out
 
     def eval_step(self, batch: Any) -> StepOutput:
         """Loss and outputs for ``batch`` (called under no_grad, in eval mode)."""
+        return self.loss_of(batch)
+
+    def loss_of(self, batch: Any) -> StepOutput:
+        """Split ``batch``, run the forward pass and the loss under :meth:`autocast`: what the
+        default ``train_step`` (which then calls :meth:`optimize`) and ``eval_step`` share."""
         inputs, target, weight = self.split(batch)
         with self.autocast():
             preds = forward_explained(self.forward, self.net, inputs, batch)
