@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -80,6 +80,10 @@ class StepContext:
     last: bool = False
 
 
+Recorder = Callable[[Any, Any, Any, int, torch.Tensor | None], None]
+"""``record(loss, preds, target, n, weight)``: adds a training step's output to the epoch's meter."""
+
+
 class TrainFn(Protocol):
     """What the loop needs from ``ember.steps.TrainFunction``."""
 
@@ -88,8 +92,8 @@ class TrainFn(Protocol):
 
     updated: bool
 
-    def record(self, meter: Meter, out: StepOutput, n: int) -> None:
-        """Add the step's output of ``n`` samples to ``meter``."""
+    def recorder(self, meter: Meter) -> Recorder:
+        """What adds a step's output to ``meter`` (called with ``Meter.update``'s arguments)."""
 
     def end_window(self) -> int:
         """Apply an open accumulation window (the epoch ended or stopped inside it); returns the
@@ -162,13 +166,13 @@ def _position(state: TrainState, runtime: Processes) -> str:
     return f"(ember: during {position}{where})"
 
 
-def _sharded_step(train_fn: TrainFn, batch: Any, context: StepContext, share: Any, meter: Meter) -> None:
+def _sharded_step(train_fn: TrainFn, batch: Any, context: StepContext, share: Any, record: Recorder) -> None:
     """A step on this process's ``share`` of a global batch (a ``BatchShare``)."""
     context.loss_scale = share.loss_scale
     context.samples = share.total
     out = train_fn(batch, context)
     if share.real:  # a padding batch trains (DDP needs every process) but counts for nothing
-        train_fn.record(meter, out, share.real)
+        record(out.loss, out.preds, out.target, share.real, out.weight)
 
 
 def run_train_epoch(
@@ -195,6 +199,7 @@ def run_train_epoch(
     model.net.train()
     state.read_running = lambda: _checked_read(meter, state)
     batch_hook = cbs.wants("on_train_batch_end")
+    record = train_fn.recorder(meter)
     clock = time.monotonic
     next_refresh = clock() + plan.refresh_every
     context, progress, steps = StepContext(), state.progress, state.steps_per_epoch
@@ -207,9 +212,9 @@ def run_train_epoch(
             context.last = progress.batch + 1 == steps
             if weights is None:
                 out = train_fn(batch, context)
-                train_fn.record(meter, out, out.size)
+                record(out.loss, out.preds, out.target, out.size, out.weight)
             else:
-                _sharded_step(train_fn, batch, context, weights(progress.batch), meter)
+                _sharded_step(train_fn, batch, context, weights(progress.batch), record)
             progress.batch += 1
             progress.step += 1
             progress.updates += train_fn.updated

@@ -102,6 +102,8 @@ class Objective:
             if len(batch) == 2:  # the common case, as fast as it goes
                 inputs, target = batch
                 if type(inputs) is torch.Tensor and type(target) is torch.Tensor:
+                    if inputs.device == device and target.device == device:  # a DeviceLoader's batch
+                        return inputs, target, None
                     return inputs.to(device, non_blocking=True), target.to(device, non_blocking=True), None
             inputs, target = split_batch(batch, device)
             return inputs, target, None

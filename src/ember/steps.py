@@ -13,11 +13,13 @@ Layer 3: uses the loop's StepContext and StepOutput and the graphs' StepGraph.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from ember.accumulate import Accumulation, sample_count
 from ember.graphs import StepGraph
-from ember.loop import StepContext, StepOutput
+from ember.loop import Recorder, StepContext, StepOutput
+from ember.metrics.meter import Meter
 from ember.optim import update_scaler
 
 __all__ = ["TrainFunction"]
@@ -97,13 +99,11 @@ class TrainFunction:
             model.scheduler.step()
         return 1
 
-    def record(self, meter: Any, out: StepOutput, n: int) -> None:
-        """Add the step ``out`` of ``n`` samples to ``meter`` (a replayed CUDA graph wrote its loss
-        and in-place metric sums already: the StepGraph finishes the record)."""
-        if self.graphs is None:
-            meter.update(out.loss, out.preds, out.target, n, out.weight)
-        else:
-            self.graphs.record(meter, out, n)
+    def recorder(self, meter: Meter) -> Recorder:
+        """What adds a step's output to ``meter``, called as ``Meter.update``: the meter's own
+        method (no frame in between), or the StepGraph's (a replayed CUDA graph wrote its loss and
+        in-place metric sums already: the StepGraph finishes the record)."""
+        return meter.update if self.graphs is None else partial(self.graphs.record, meter)
 
     def epoch_logs(self) -> dict[str, float]:
         """``{"compile_seconds": ...}`` spent since the last call (jit or CUDA graphs only)."""

@@ -183,14 +183,16 @@ class StepGraph:
             return self._capture_and_run(batch, self._meter, losses)
         return self._replay(batch, self._meter)
 
-    def record(self, meter: Meter, out: StepOutput, n: int) -> None:
-        """Add the step ``out`` to ``meter``: the host half after a replay, a whole update after an
-        eager step."""
+    def record(
+        self, meter: Meter, loss: Any, preds: Any, target: Any, n: int, weight: torch.Tensor | None = None
+    ) -> None:
+        """Add a step's output to ``meter`` (the arguments of ``Meter.update``): the host half after
+        a replay, a whole update after an eager step."""
         if self._replayed and self._meter is not None and self._meter.meter is meter:
             self._replayed = False
-            self._meter.record_replay(out.preds, out.target, n, self._counts)
+            self._meter.record_replay(preds, target, n, self._counts)
         else:
-            meter.update(out.loss, out.preds, out.target, n)
+            meter.update(loss, preds, target, n, weight)
 
     def _key_of(self, batch: Any) -> Any:
         if isinstance(batch, LazyBatch):
