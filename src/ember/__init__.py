@@ -4,7 +4,8 @@
 overhead; ``summary`` prints the model table; weights are saved as safetensors.
 """
 
-from ember.callbacks import History
+from typing import Any
+
 from ember.checkpoint import (
     LoadReport,
     export,
@@ -29,6 +30,16 @@ from ember.spawn import LaunchError, launch
 from ember.summary import ModelSummary, summary
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``History`` on first use (a pandas DataFrame: pandas loads with it, not with ember)."""
+    if name == "History":
+        from ember.callbacks.frame import History
+
+        return History
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError",

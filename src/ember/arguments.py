@@ -13,7 +13,7 @@ from typing import Any
 
 from ember.errors import ConfigError
 
-__all__ = ["check_count", "check_not_class", "check_positive"]
+__all__ = ["arguments_of", "check_count", "check_not_class", "check_positive"]
 
 
 def check_count(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
@@ -54,3 +54,14 @@ def check_not_class(name: str, value: Any) -> None:
         raise ConfigError(
             f"{name}={value.__name__} is the class; pass an object: {name}={value.__name__}(...)"
         )
+
+
+def arguments_of(given: dict[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A method's arguments as called (``locals()`` at its start), without ``self`` and the names in
+    ``leave_out``: what ``Model`` keeps as ``compile_arguments`` / ``fit_arguments`` for trackers.
+
+    Example:
+        >>> arguments_of({"self": None, "epochs": 3, "data": [1]}, leave_out=("data",))
+        {'epochs': 3}
+    """
+    return {key: value for key, value in given.items() if key != "self" and key not in leave_out}

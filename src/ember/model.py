@@ -10,18 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ember.accumulate import Accumulation
+from ember.arguments import arguments_of
 from ember.budget import Budget
-from ember.callbacks import Callback, CallbackList, History, HistoryRecorder
+from ember.callbacks import Callback, CallbackList, HistoryRecorder
 from ember.callbacks.progress import default_progress
-from ember.data.adapt import as_batches
+from ember.data.adapt import as_batches, fit_batches
 from ember.data.order import Shard
-from ember.data.resident import fit_batches
 from ember.data.stream import StreamEpochs
 from ember.ema import WeightAverage
 from ember.errors import ConfigError
@@ -50,7 +50,12 @@ from ember.state import TrainState
 from ember.step_methods import StepMethods
 from ember.steps import TrainFunction
 
+if TYPE_CHECKING:
+    from ember.callbacks.frame import History
+
 __all__ = ["Model"]
+
+_FIT_DATA = ("train_data", "y", "validation_data", "callbacks", "sample_weight")  # not settings
 
 
 def _device_of(net: nn.Module) -> torch.device:
@@ -84,6 +89,8 @@ class Model(StepMethods):
         self.accumulation = Accumulation(1)  # compile(accumulate=k)
         self.ema: WeightAverage | None = None
         self.compiled = False
+        self.compile_arguments: dict[str, Any] = {}  # as given to the last compile / fit call
+        self.fit_arguments: dict[str, Any] = {}
         self.state = TrainState(model=self)
         self.history_rows: list[dict[str, float]] = []  # one dict per epoch, over every fit call
         self._unchecked = {"train", "eval"}  # passes whose first batch's loss inputs are checked
@@ -155,6 +162,7 @@ class Model(StepMethods):
                 steps that cannot be captured, run eagerly with a warning; the capture time goes to
                 ``compile_seconds``). Elsewhere a warning says the steps run eagerly.
         """
+        self.compile_arguments = arguments_of(locals())
         check_compile_arguments(self.net, optimizer, scheduler_interval, grad_clip)
         self.objective = Objective(loss, loss_weights, target, weighted)
         self.metrics = self.objective.metrics(metrics)
@@ -249,6 +257,7 @@ class Model(StepMethods):
             validate_every: also validate every this many steps inside epochs: a history row
                 with its ``step`` (epoch rows then have a ``step`` column too).
         """
+        self.fit_arguments = arguments_of(locals(), _FIT_DATA)
         cbs = self._fit_callbacks(epochs, callbacks, verbose)
         budget = Budget(max_steps, steps_per_epoch, max_time, validation_freq, validate_every)
         weighting = self._fit_weights(sample_weight, class_weight)

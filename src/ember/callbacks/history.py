@@ -1,70 +1,19 @@
-"""History: the DataFrame ``fit`` returns (one row per epoch), its plot, and the callback that fills it."""
+"""HistoryRecorder: the callback that keeps each epoch's logs as rows, and builds the History
+(``ember.callbacks.frame``, which loads pandas) from them when asked."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ember.callbacks.base import Callback
 from ember.state import TrainState
 
-__all__ = ["History", "HistoryRecorder"]
+if TYPE_CHECKING:
+    from ember.callbacks.frame import History
 
-_NOT_PLOTTED = {"epoch", "lr", "seconds"}
-
-
-class History(pd.DataFrame):
-    """A pandas DataFrame with one row per epoch: ``epoch, loss, <metric>..., val_*, lr, seconds``.
-
-    Example:
-        >>> h = History([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}])
-        >>> h["loss"].tolist()
-        [0.5, 0.25]
-    """
-
-    @property
-    def _constructor(self) -> type[History]:
-        return History
-
-    def plot(  # type: ignore[override]
-        self, metrics: Sequence[str] | None = None, path: str | Path | None = None
-    ) -> Any:
-        """Draw each metric (and its ``val_`` twin on the same axes) against the epoch.
-
-        Args:
-            metrics: base names to draw (default: every column except epoch, lr, seconds).
-            path: write a PNG there when given.
-
-        Returns:
-            The matplotlib Figure (drawn without pyplot, so it works with no display).
-        """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        names = (
-            list(metrics)
-            if metrics is not None
-            else [c for c in self.columns if c not in _NOT_PLOTTED and not str(c).startswith("val_")]
-        )
-        figure = Figure(figsize=(4.5 * max(len(names), 1), 3.5), layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.subplots(1, max(len(names), 1), squeeze=False)[0]
-        epochs = self["epoch"] if "epoch" in self.columns else range(1, len(self) + 1)
-        for ax, name in zip(axes, names, strict=False):
-            for column, style in ((name, "o-"), (f"val_{name}", "s--")):
-                if column in self.columns:
-                    ax.plot(epochs, self[column], style, label=column)
-            ax.set_xlabel("epoch")
-            ax.set_title(name)
-            ax.legend()
-            ax.grid(alpha=0.3)
-        if path is not None:
-            figure.savefig(path, dpi=100)
-        return figure
+__all__ = ["HistoryRecorder", "format_logs"]
 
 
 class HistoryRecorder(Callback):
@@ -84,6 +33,8 @@ class HistoryRecorder(Callback):
     def history(self) -> History:
         """The rows as a History (integer epochs and steps; columns ``epoch``, ``step`` when
         validations ran inside epochs, training values, ``val_*``, then ``lr``, ``seconds``...)."""
+        from ember.callbacks.frame import History  # pandas loads with the first History
+
         seen = list(dict.fromkeys(key for row in self.rows for key in row))
         frame = History(self.rows, columns=sorted(seen, key=_column_group))  # a stable sort
         for column in ("epoch", "step"):

@@ -16,15 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
 from ember.checkpoint.format import read_checkpoint, read_manifest, write_checkpoint
 from ember.checkpoint.tree import decode_tree, encode_tree
 from ember.errors import CheckpointError
 
-__all__ = ["load_checkpoint", "load_states", "save_checkpoint", "save_states", "tensor_bytes"]
+__all__ = [
+    "load_checkpoint",
+    "load_states",
+    "load_tensor_bytes",
+    "save_checkpoint",
+    "save_states",
+    "tensor_bytes",
+]
 
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -41,15 +45,22 @@ def tensor_bytes(tensors: Mapping[str, torch.Tensor], where: str = "") -> bytes:
             else tensor.clone(memory_format=torch.contiguous_format)
         )
         prepared[key] = tensor
+    from safetensors import SafetensorError  # loaded with the first checkpoint, not with ember
+    from safetensors.torch import save
+
     try:
-        return save_bytes(prepared)
+        return save(prepared)
     except (SafetensorError, ValueError, TypeError) as exc:
         raise CheckpointError(f"cannot write the tensors of {where or 'the checkpoint'}: {exc}") from exc
 
 
-def _load_tensors(data: bytes, where: str) -> dict[str, torch.Tensor]:
+def load_tensor_bytes(data: bytes, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors ``data`` (read from ``where``, which a CheckpointError names)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     try:
-        return load_bytes(data)
+        return load(data)
     except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{where} is not a valid safetensors file: {exc}") from exc
 
@@ -89,9 +100,10 @@ def load_states(path: str | Path, names: list[str] | None = None) -> tuple[dict[
     states = {}
     for name in wanted:
         if name in document["objects"]:
-            tensors = _load_tensors(files[f"{name}.safetensors"], f"{Path(path) / name}.safetensors")
+            tensors = load_tensor_bytes(files[f"{name}.safetensors"], f"{Path(path) / name}.safetensors")
             states[name] = decode_tree(document["objects"][name], tensors)
-    extra_tensors = _load_tensors(files["extra.safetensors"], "extra") if "extra.safetensors" in files else {}
+    extra = files.get("extra.safetensors")
+    extra_tensors = {} if extra is None else load_tensor_bytes(extra, "extra")
     return states, decode_tree(document["extra"], extra_tensors)
 
 

@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
 
 from ember.checkpoint.format import MANIFEST, atomic_write_bytes, read_checkpoint
-from ember.checkpoint.objects import tensor_bytes
+from ember.checkpoint.objects import load_tensor_bytes, tensor_bytes
 from ember.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -156,15 +154,12 @@ def read_state_dict(
         if not (file / MANIFEST).exists():
             raise CheckpointError(f"{file} is a folder but not an ember checkpoint (no {MANIFEST})")
         data = read_checkpoint(file, ["model.safetensors"])["model.safetensors"]
-        return load_bytes(data)
+        return load_tensor_bytes(data, str(file / "model.safetensors"))
     if not file.exists():
         raise CheckpointError(f"cannot read weights file {file}: no such file")
     if _file_format(file) == "pickle":
         return _state_of(_read_pickle_file(file, trust_pickle), file, key)
-    try:
-        return load_bytes(file.read_bytes())
-    except (SafetensorError, ValueError) as exc:
-        raise CheckpointError(f"{file} is not a valid safetensors file: {exc}") from exc
+    return load_tensor_bytes(file.read_bytes(), str(file))
 
 
 Shape = tuple[int, ...]

@@ -28,6 +28,7 @@ __all__ = [
     "as_batches",
     "batch_weights",
     "data_state",
+    "fit_batches",
     "load_data_state",
     "rewind",
     "set_epoch",
@@ -70,6 +71,36 @@ def as_batches(
         if shard.agree is not None:  # every process must cut the same permutation
             keeper.seed = shard.agree(keeper.seed)
     return batches
+
+
+def fit_batches(
+    train_data: Any,
+    validation_data: Any,
+    batch_size: int | None,
+    shuffle: bool,
+    device: torch.device,
+    shard: Shard,
+    on_device: bool = False,
+    augment: Any = None,
+) -> tuple[Iterable[Any], Iterable[Any] | None]:
+    """The training and validation batches of a fit call (``as_batches``), both held whole on
+    ``device`` first with ``on_device``; ``augment`` (DeviceLoader augmentations) needs
+    ``on_device``."""
+    if on_device:
+        from ember.data.resident import resident_loader  # torchvision: loaded only when used
+
+        train_data = resident_loader(train_data, device, batch_size, shuffle, augment, "training data")
+        if validation_data is not None:
+            validation_data = resident_loader(
+                validation_data, device, batch_size, False, None, "validation data"
+            )
+        batch_size = None
+    elif augment is not None:
+        raise ConfigError("augment= runs on device-resident batches: pass on_device=True as well")
+    train = as_batches(train_data, batch_size, shuffle, "training data", shard)
+    if validation_data is None:
+        return train, None
+    return train, as_batches(validation_data, batch_size, False, "validation data", shard)
 
 
 def _as_batches(data: Any, batch_size: int | None, shuffle: bool, what: str) -> Iterable[Any]:

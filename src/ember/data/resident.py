@@ -11,7 +11,7 @@ at least 3 dimensions; targets keep their values). Knows torch, torchvision and 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,16 +19,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, 
 from torchvision import datasets
 from torchvision import transforms as tv
 
-from ember.data.adapt import DEFAULT_BATCH_SIZE, as_batches
+from ember.data.adapt import DEFAULT_BATCH_SIZE
 from ember.data.cachedir import cache_folder
 from ember.data.device import Augment, DeviceLoader
 from ember.data.images import CachedImages, cache_images
 from ember.data.loading import gatherable
-from ember.data.order import Shard
 from ember.data.tabular import from_arrays
 from ember.errors import ConfigError, DataError
 
-__all__ = ["fit_batches", "resident_loader"]
+__all__ = ["resident_loader"]
 
 _FREE_FRACTION = 0.9  # leave room for the model, its gradients and activations
 
@@ -69,33 +68,6 @@ def resident_loader(
         tensors = (from_arrays(data[0], data[1]) if pair else from_arrays(data)).tensors
     _check_fits(tensors, device, what)
     return DeviceLoader(*tensors, device=device, augment=augment, **options)
-
-
-def fit_batches(
-    train_data: Any,
-    validation_data: Any,
-    batch_size: int | None,
-    shuffle: bool,
-    device: torch.device,
-    shard: Shard,
-    on_device: bool = False,
-    augment: Sequence[Augment] | Augment | None = None,
-) -> tuple[Iterable[Any], Iterable[Any] | None]:
-    """The training and validation batches of a fit call (``as_batches``), both held whole on
-    ``device`` first with ``on_device``; ``augment`` needs ``on_device``."""
-    if on_device:
-        train_data = resident_loader(train_data, device, batch_size, shuffle, augment, "training data")
-        if validation_data is not None:
-            validation_data = resident_loader(
-                validation_data, device, batch_size, False, None, "validation data"
-            )
-        batch_size = None
-    elif augment is not None:
-        raise ConfigError("augment= runs on device-resident batches: pass on_device=True as well")
-    train = as_batches(train_data, batch_size, shuffle, "training data", shard)
-    if validation_data is None:
-        return train, None
-    return train, as_batches(validation_data, batch_size, False, "validation data", shard)
 
 
 def _dataset_tensors(dataset: Dataset, what: str, cache_dir: str | None) -> tuple[torch.Tensor, ...]:

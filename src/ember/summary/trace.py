@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ember._tree import first_tensor, tree_map
 from ember.errors import ConfigError
@@ -204,6 +203,8 @@ def _trace(
     rows: list[LayerRow] = []
     first_row: dict[nn.Module, str] = {}
     open_calls: list[tuple[int, int]] = []
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton where installed
+
     counter = FlopCounterMode(display=False)
 
     def before(module: nn.Module, _args: Any) -> None:
