@@ -1,4 +1,5 @@
-"""ember.callbacks: hooks into the fit loop (history, progress, early stopping, checkpoints, CSV).
+"""ember.callbacks: hooks into the fit loop (history, progress, early stopping, checkpoints, CSV,
+TensorBoard, MLflow and Weights & Biases).
 
 ``History`` (a pandas DataFrame) loads on first use, so importing ember does not import pandas.
 """
@@ -9,6 +10,7 @@ from ember.callbacks.base import Callback, CallbackList
 from ember.callbacks.csv_logger import CSVLogger
 from ember.callbacks.early_stopping import EarlyStopping
 from ember.callbacks.history import HistoryRecorder
+from ember.callbacks.mlflow_logger import MLflowLogger
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.monitor import Monitor
 from ember.callbacks.progress import ProgressBar
@@ -20,6 +22,7 @@ __all__ = [
     "CallbackList",
     "EarlyStopping",
     "History",
+    "MLflowLogger",
     "HistoryRecorder",
     "ModelCheckpoint",
     "Monitor",
