@@ -40,7 +40,8 @@ def run_child(cached: bool) -> dict:
     flags = [] if cached else ["-B"]
     if not cached:
         env["PYTHONPYCACHEPREFIX"] = os.devnull  # no cache found: every module is compiled
-    out = subprocess.run([sys.executable, *flags, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+    command = [sys.executable, *flags, "-c", CHILD]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     run_child(cached=True)  # writes the bytecode cache; not timed
     warm = measure(cached=True, repeats=args.repeats)
     compiled = measure(cached=False, repeats=max(3, args.repeats // 3))
-    print(f"import torch                 : {warm['torch_s']:.3f} s (median of {args.repeats} fresh interpreters)")
+    print(f"import torch                 : {warm['torch_s']:.3f} s (median of {args.repeats} interpreters)")
     print(f"import ember, over torch     : {warm['ember_over_torch_s']:.3f} s  (target <= 0.15)")
     print(f"  without a bytecode cache   : {compiled['ember_over_torch_s']:.3f} s (ember's sources compiled)")
     print(f"heavy modules loaded by ember: {warm['loaded'] or 'none'}")

@@ -19,7 +19,8 @@ HEAVY = ["torchvision", "torch._dynamo", "matplotlib", "pandas", "safetensors", 
 def _loaded_after(code: str) -> list[str]:
     """The HEAVY modules a fresh interpreter holds after running ``code``."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300)
+    command = [sys.executable, "-c", probe]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -19,7 +19,7 @@ from ember.callbacks import Callback, MLflowLogger, ModelCheckpoint
 from ember.errors import ConfigError
 from tests.step_callbacks import Crash, CrashAt
 
-mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'ember[mlflow]')")
+mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (ember[mlflow])")
 from mlflow import MlflowClient  # noqa: E402
 
 N, BATCH, EPOCHS = 96, 16, 3  # 6 steps per epoch
@@ -35,8 +35,8 @@ def make_model(**compile_options):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    options = {"loss": nn.CrossEntropyLoss(), "optimizer": optimizer, "metrics": ["accuracy"], "device": "cpu"}
-    return ember.Model(net).compile(**{**options, **compile_options})
+    options = {"loss": nn.CrossEntropyLoss(), "optimizer": optimizer, "metrics": ["accuracy"]}
+    return ember.Model(net).compile(**options, device="cpu", **compile_options)
 
 
 class EveryStepRefresh(Callback):

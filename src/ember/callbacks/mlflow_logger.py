@@ -70,9 +70,8 @@ class MLflowLogger(Tracker):
         if self.run_id is not None:  # a resumed fit: the same run, after what it already holds
             client.update_run(self.run_id, status="RUNNING")
             return _last_step(client, self.run_id, "train/loss"), _last_step(client, self.run_id, "loss")
-        found = client.get_experiment_by_name(self.experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(self.experiment)
-        self.run_id = client.create_run(experiment_id, run_name=self.run_name).info.run_id
+        run = client.create_run(_experiment_id(client, self.experiment), run_name=self.run_name)
+        self.run_id = run.info.run_id
         from mlflow.entities import Param
 
         entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
@@ -110,6 +109,12 @@ class MLflowLogger(Tracker):
             if checkpoint is not None:
                 files[f"checkpoints/{checkpoint.name}"] = str(checkpoint)
         return files
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, made when missing."""
+    found = client.get_experiment_by_name(name)
+    return client.create_experiment(name) if found is None else found.experiment_id
 
 
 def _last_step(client: Any, run_id: str, key: str) -> int:
