@@ -92,18 +92,6 @@ def test_csv_logger_drops_rows_written_after_the_resumed_epoch(tmp_path):
     assert float(rows[1]["loss"]) == resumed.history["loss"].iloc[1]
 
 
-def test_tensorboard_logger_writes_scalars(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from ember.callbacks import TensorBoardLogger
-
-    _model().fit(DATA, epochs=3, verbose=0, callbacks=[TensorBoardLogger(tmp_path / "tb")])
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    assert {"loss", "accuracy", "lr", "seconds"} <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
-
-
 def test_tensorboard_missing_is_explained(tmp_path, monkeypatch):
     import sys
 
