@@ -23,8 +23,16 @@ costs nothing here: the case measures the accumulation window and the per-update
 Both raw loops gather a batch with ``x[index]``; ember's DeviceLoader uses ``torch.index_select``,
 about 10 us a step cheaper here, which hides that much of ember's own per-step cost in both ratios.
 
-Usage: ``python benchmarks/overhead.py [--case {all,plain,features}] [--repeats N]`` (default: both
-cases, plain first); results go to ``results/overhead.json`` and ``results/overhead_features.json``.
+``--instructions`` counts instead of timing: each side runs once (after a warm-up) under valgrind's
+callgrind in its own process, and the ratio of executed instructions is printed. Time and
+instructions differ (a Python opcode and a matrix kernel do not cost the same per instruction), but
+the count is deterministic: on a shared machine where two runs of the same loop differ by 10%, it
+still shows a 1% change in ember's per-step work. The counted runs refresh the bar at epoch ends
+only (time-based refreshes would fire far more often at valgrind's speed).
+
+Usage: ``python benchmarks/overhead.py [--case {all,plain,features}] [--repeats N] [--instructions]``
+(default: both cases, plain first); results go to ``results/overhead.json`` and
+``results/overhead_features.json`` (``*_instructions.json`` for counts).
 """
 
 from __future__ import annotations
@@ -32,7 +40,13 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,6 +59,7 @@ from ember.data.order import epoch_generator
 
 N, FEATURES, CLASSES, BATCH, EPOCHS = 20000, 32, 10, 64, 3
 ACCUMULATE, DECAY, SEED = 4, 0.999, 1
+BAR_INTERVAL = [0.1]  # seconds between the bar's refreshes (ProgressBar's default)
 
 
 def make_net() -> nn.Module:
@@ -130,7 +145,7 @@ def ember_fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ember.Model:
         metrics=["accuracy"],
         device="cpu",
     )
-    bar = ProgressBar(verbose=1, stream=FakeTerminal())
+    bar = ProgressBar(verbose=1, stream=FakeTerminal(), interval=BAR_INTERVAL[0])
     model.fit((x, y), epochs=EPOCHS, batch_size=BATCH, callbacks=[bar], verbose=0)
     return model
 
@@ -146,7 +161,7 @@ def ember_features_fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> embe
         ema=DECAY,
         device="cpu",
     )
-    bar = ProgressBar(verbose=1, stream=FakeTerminal())
+    bar = ProgressBar(verbose=1, stream=FakeTerminal(), interval=BAR_INTERVAL[0])
     data = DeviceLoader(x, y, batch_size=BATCH, shuffle=True, seed=SEED)
     model.fit(data, epochs=EPOCHS, callbacks=[bar], verbose=0)
     return model
@@ -204,34 +219,72 @@ def measure(
     }
 
 
+def instructions(case: str, side: str) -> int:
+    """The instructions one run of ``side`` (``raw`` or ``fit``) of ``case`` executes, counted by
+    valgrind's callgrind in a child process (after one uncounted warm-up run)."""
+    out = Path(tempfile.mkdtemp(prefix="ember-overhead-")) / "callgrind.out"
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    command += [sys.executable, __file__, "--case", case, "--child", side]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    totals = next(line for line in out.read_text().splitlines() if line.startswith("totals:"))
+    return int(totals.split()[1])
+
+
+def count_instructions(cases: list[str]) -> None:
+    """Print and save ``fit/raw`` in executed instructions: deterministic, so it holds on a noisy
+    machine where the timed ratio of two identical runs already varies by several percent."""
+    for case in cases:
+        with ThreadPoolExecutor(2) as pool:  # one valgrind per side, side by side
+            raw, fit = pool.map(instructions, [case, case], ["raw", "fit"])
+        print(f"[{case}] instructions: raw {raw / 1e6:.1f} M, fit {fit / 1e6:.1f} M, fit/raw {fit / raw:.3f}")
+        name = "overhead_instructions" if case == "plain" else "overhead_features_instructions"
+        write_result(name, {"raw_instructions": raw, "fit_instructions": fit, "fit_over_raw": fit / raw})
+
+
+def run_child(side: Callable[[], object]) -> None:
+    """Under callgrind: warm up, then count one run (instrumentation switched on around it only).
+    The bar refreshes at epoch ends only: its time-based refreshes (about 5 per run at full speed)
+    would fire some 50 times as often under valgrind's slowdown."""
+    BAR_INTERVAL[0] = float("inf")
+    side()
+    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+    side()
+    subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=["all", "plain", "features"], default="all")
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
+    parser.add_argument("--child", choices=["raw", "fit"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cases = ["plain", "features"] if args.case == "all" else [args.case]
+    if args.instructions:
+        count_instructions(cases)
+        return
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(N, FEATURES, generator=generator)
     y = torch.randint(0, CLASSES, (N,), generator=generator)
     base = make_net()
-    if args.case in ("all", "plain"):
-        result = measure(
-            "plain",
-            lambda: raw_loop(copy.deepcopy(base), x, y),
-            lambda: ember_fit(copy.deepcopy(base), x, y),
-            args.repeats,
-            target=1.10,
-        )
-        write_result("overhead", result)
-    if args.case in ("all", "features"):
-        check_features_agree(base, x, y)
-        result = measure(
-            f"features: accumulate={ACCUMULATE}, ema={DECAY}",
+    sides = {
+        "plain": (lambda: raw_loop(copy.deepcopy(base), x, y), lambda: ember_fit(copy.deepcopy(base), x, y)),
+        "features": (
             lambda: raw_features_loop(copy.deepcopy(base), x, y),
             lambda: ember_features_fit(copy.deepcopy(base), x, y),
-            args.repeats,
-            target=1.05,
-        )
+        ),
+    }
+    if args.child is not None:
+        run_child(sides[cases[0]][args.child == "fit"])
+        return
+    if "plain" in cases:
+        result = measure("plain", *sides["plain"], args.repeats, target=1.10)
+        write_result("overhead", result)
+    if "features" in cases:
+        check_features_agree(base, x, y)
+        name = f"features: accumulate={ACCUMULATE}, ema={DECAY}"
+        result = measure(name, *sides["features"], args.repeats, target=1.05)
         write_result("overhead_features", {"accumulate": ACCUMULATE, "ema": DECAY, **result})
 
 

@@ -15,6 +15,7 @@ from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.callbacks.monitor import Monitor
 from ember.callbacks.progress import ProgressBar
 from ember.callbacks.tensorboard import TensorBoardLogger
+from ember.callbacks.wandb_logger import WandbLogger
 
 __all__ = [
     "CSVLogger",
@@ -28,6 +29,7 @@ __all__ = [
     "Monitor",
     "ProgressBar",
     "TensorBoardLogger",
+    "WandbLogger",
 ]
 
 

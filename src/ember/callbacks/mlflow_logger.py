@@ -8,7 +8,7 @@ fit starts).
 
 from __future__ import annotations
 
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,10 @@ class MLflowLogger(Tracker):
         run_name: str | None = None,
         log_checkpoints: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(log_checkpoints)
         self.experiment = experiment
         self.tracking_uri = tracking_uri
         self.run_name = run_name
-        self.log_checkpoints = log_checkpoints
         self._client: Any = None
 
     def on_fit_start(self, state: TrainState) -> None:
@@ -82,7 +81,7 @@ class MLflowLogger(Tracker):
     def _log_metrics(self, values: dict[str, float], step: int, axis: str) -> None:
         from mlflow.entities import Metric
 
-        stamp = _now_ms()
+        stamp = int(time.time() * 1000)
         entries = [Metric(key, float(value), stamp, step) for key, value in values.items()]
         for start in range(0, len(entries), _BATCH):
             self._client.log_batch(self.run_id, metrics=entries[start : start + _BATCH])
@@ -97,19 +96,6 @@ class MLflowLogger(Tracker):
     def _finish(self, status: str) -> None:
         self._client.set_terminated(self.run_id, status=status)
 
-    def _end_files(self, state: TrainState) -> dict[str, str]:
-        files = {}
-        history = state.model.history
-        if len(history):
-            plot = Path(tempfile.mkdtemp(prefix="ember-mlflow-")) / "history.png"
-            history.plot(path=plot)
-            files["plots"] = str(plot)
-        if self.log_checkpoints:
-            checkpoint = _checkpoint_to_upload(state)
-            if checkpoint is not None:
-                files[f"checkpoints/{checkpoint.name}"] = str(checkpoint)
-        return files
-
 
 def _experiment_id(client: Any, name: str) -> str:
     """The id of experiment ``name``, made when missing."""
@@ -120,20 +106,3 @@ def _experiment_id(client: Any, name: str) -> str:
 def _last_step(client: Any, run_id: str, key: str) -> int:
     """The highest step of metric ``key`` in the run (0 when it has none)."""
     return max((m.step for m in client.get_metric_history(run_id, key)), default=0)
-
-
-def _checkpoint_to_upload(state: TrainState) -> Path | None:
-    """The best checkpoint of the first ModelCheckpoint that kept one, else its newest."""
-    for cb in state.callbacks:
-        best = getattr(cb, "best_path", None)
-        latest = cb.latest() if callable(getattr(cb, "latest", None)) else None
-        for path in (best, latest):
-            if path is not None and Path(path).exists():
-                return Path(path)
-    return None
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)

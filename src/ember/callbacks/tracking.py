@@ -14,9 +14,11 @@ state and the model's public attributes, never a tracker library: subclasses imp
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ import torch
 from ember.callbacks.base import Callback
 from ember.state import TrainState
 
-__all__ = ["Tracker", "run_params"]
+__all__ = ["Tracker", "checkpoint_to_upload", "run_params"]
 
 _CLOSE_SECONDS = 60.0  # how long the end of a fit waits for queued tracker calls
 
@@ -43,7 +45,8 @@ class Tracker(Callback):
     order = 150  # after ModelCheckpoint (100): the files it wrote exist when a fit ends
     refresh_interval = 1.0  # the running values are read (one host copy) at least once a second
 
-    def __init__(self) -> None:
+    def __init__(self, log_checkpoints: bool = False) -> None:
+        self.log_checkpoints = log_checkpoints
         self.run_id: str | None = None
         self.failed: BaseException | None = None
         self._queue: queue.Queue[Callable[[], None] | None] | None = None
@@ -62,7 +65,7 @@ class Tracker(Callback):
         """Log ``values`` at ``step`` of ``axis`` (``"step"``: global training steps, ``"epoch"``)."""
         raise NotImplementedError
 
-    def _log_files(self, state_files: dict[str, str]) -> None:
+    def _log_files(self, files: dict[str, str]) -> None:
         """Upload files: ``{artifact folder: local path}``."""
         raise NotImplementedError
 
@@ -71,8 +74,17 @@ class Tracker(Callback):
         raise NotImplementedError
 
     def _end_files(self, state: TrainState) -> dict[str, str]:
-        """Files to upload when a fit ends (default: none)."""
-        return {}
+        """Files to upload when a fit ends: the history plot (``plots/history.png``) and, with
+        ``log_checkpoints``, the checkpoint :func:`checkpoint_to_upload` picks."""
+        files = {}
+        if len(state.model.history):
+            plot = Path(tempfile.mkdtemp(prefix="ember-tracker-")) / "history.png"
+            state.model.history.plot(path=plot)
+            files["plots"] = str(plot)
+        checkpoint = checkpoint_to_upload(state) if self.log_checkpoints else None
+        if checkpoint is not None:
+            files[f"checkpoints/{checkpoint.name}"] = str(checkpoint)
+        return files
 
     # -- callback hooks ---------------------------------------------------------------------
     def on_fit_start(self, state: TrainState) -> None:
@@ -169,6 +181,17 @@ class Tracker(Callback):
             self.failed = TimeoutError(f"queued calls unfinished after {_CLOSE_SECONDS:.0f} s")
         self._warn_once()
         self._queue = self._thread = None
+
+
+def checkpoint_to_upload(state: TrainState) -> Path | None:
+    """The best checkpoint of the first ModelCheckpoint that kept one, else its newest."""
+    for cb in state.callbacks:
+        best = getattr(cb, "best_path", None)
+        latest = cb.latest() if callable(getattr(cb, "latest", None)) else None
+        for path in (best, latest):
+            if path is not None and Path(path).exists():
+                return Path(path)
+    return None
 
 
 def run_params(state: TrainState) -> dict[str, Any]:
