@@ -6,6 +6,7 @@ the first ``fit`` that returns one). Knows pandas and, inside ``plot``, matplotl
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ class History(pd.DataFrame):
 
         Args:
             metrics: base names to draw (default: every column except epoch, lr, seconds).
-            path: write a PNG there when given.
+            path: write a PNG there when given; without one, in a notebook the returned figure
+                is shown below the cell.
 
         Returns:
             The matplotlib Figure (drawn without pyplot, so it works with no display).
@@ -64,4 +66,17 @@ class History(pd.DataFrame):
             ax.grid(alpha=0.3)
         if path is not None:
             figure.savefig(path, dpi=100)
+        else:
+            _show_returned_figures_inline()
         return figure
+
+
+def _show_returned_figures_inline() -> None:
+    """In a Jupyter kernel, have a returned Figure drawn as a PNG below the cell, as pyplot's
+    inline backend would (the figure is made without pyplot, so nothing registered that yet)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from IPython.core.pylabtools import select_figure_formats
+
+        select_figure_formats(shell, {"png"})

@@ -1,5 +1,7 @@
 """ProgressBar: a live tqdm bar in terminals and notebooks, one plain line per epoch otherwise.
 
+In a Jupyter notebook the bar is a NotebookBar: one line per epoch below the cell, redrawn in place.
+
 The bar is refreshed from ``on_refresh`` (at most ~10 times a second, from one device read), never
 per batch, so it adds no host sync to the training steps. Values are fitted to the terminal's width,
 never cut: while an epoch runs the bar shows the running values in full when they fit on its line,
@@ -15,10 +17,12 @@ import sys
 from types import MappingProxyType
 from typing import Any, TextIO
 
+from tqdm import tqdm
 from tqdm.utils import disp_len
 
 from ember.callbacks.base import Callback
 from ember.callbacks.history import format_logs
+from ember.callbacks.notebook_bar import NotebookBar, in_notebook
 from ember.state import TrainState
 
 __all__ = ["ProgressBar", "compact_logs", "default_progress", "running_postfix", "wrap_logs"]
@@ -31,7 +35,7 @@ _MORE = "..."
 
 
 def _interactive(stream: TextIO) -> bool:
-    if "ipykernel" in sys.modules:
+    if in_notebook():
         return True
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
@@ -133,6 +137,7 @@ class ProgressBar(Callback):
         ncols: int | None = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self._in_cell = stream is None and in_notebook()  # a bar redrawn in place below the cell
         self.live = verbose == 1 and _interactive(self.stream)
         self.refresh_interval = interval if self.live else None
         self.ncols = ncols
@@ -142,11 +147,13 @@ class ProgressBar(Callback):
         """Open this epoch's bar."""
         if not (self.live and state.model.is_main):
             return
-        from tqdm.auto import tqdm
-
+        desc = f"Epoch {state.epoch}/{state.epochs}"
+        if self._in_cell:
+            self._bar = NotebookBar(state.steps_per_epoch, desc)
+            return
         self._bar = tqdm(
             total=state.steps_per_epoch,
-            desc=f"Epoch {state.epoch}/{state.epochs}",
+            desc=desc,
             file=self.stream,
             unit="step",
             leave=True,
