@@ -2,7 +2,9 @@
 
 Two cases, each timed against its own hand-written loop, interleaved in ABBA order (each side runs
 first in half of the repeats, so neither always inherits the other's caches), at least five repeats
-each (11 by default); each prints the median ``fit/raw`` ratio (and the range of the per-repeat ratios).
+each (11 by default); each prints the median ``fit/raw`` ratio (and the range of the per-repeat
+ratios) and a control: the raw loop timed a second time, whose ratio to the first is what the
+machine's noise alone gives.
 
 ``plain``: both train the same MLP 32 -> 64 -> 10 on 20000 random samples, batch 64, Adam, 3 epochs,
 from the same initial weights and the same data. Both compute the same outputs: the exact epoch loss
@@ -186,35 +188,35 @@ def check_features_agree(base: nn.Module, x: torch.Tensor, y: torch.Tensor) -> N
 def measure(
     name: str, raw_fn: Callable[[], object], fit_fn: Callable[[], object], repeats: int, target: float
 ) -> dict[str, float]:
-    """Interleaved timings of both sides; prints and returns medians and the per-repeat ratio range."""
+    """Interleaved timings of both sides and of a control (the raw loop again, whose ratio to the
+    raw loop shows the machine's noise); prints and returns medians and the per-repeat range."""
     timed(raw_fn)  # warm-up both paths once
     timed(fit_fn)
-    raw_times, fit_times = [], []
+    sides: dict[str, list[float]] = {"raw": [], "fit": [], "control": []}
+    functions = {"raw": raw_fn, "fit": fit_fn, "control": raw_fn}
     for repeat in range(max(5, repeats)):  # ABBA order: each side runs first half the time
-        if repeat % 2:
-            fit_times.append(timed(fit_fn))
-            raw_times.append(timed(raw_fn))
-        else:
-            raw_times.append(timed(raw_fn))
-            fit_times.append(timed(fit_fn))
-    raw, fit = median(raw_times), median(fit_times)
-    ratios = [f / r for f, r in zip(fit_times, raw_times, strict=True)]
+        for side in ("raw", "fit", "control") if repeat % 2 == 0 else ("control", "fit", "raw"):
+            sides[side].append(timed(functions[side]))
+    raw, fit, control = (median(sides[side]) for side in ("raw", "fit", "control"))
+    ratios = [f / r for f, r in zip(sides["fit"], sides["raw"], strict=True)]
     steps = EPOCHS * -(-N // BATCH)
     print(f"[{name}]")
     print(f"raw loop  : {raw * 1e3:8.1f} ms  ({raw / steps * 1e6:6.1f} us/step)")
     print(f"Model.fit : {fit * 1e3:8.1f} ms  ({fit / steps * 1e6:6.1f} us/step)")
     print(
-        f"fit/raw = {fit / raw:.3f}  (median of {len(raw_times)} interleaved repeats; per-repeat "
-        f"{min(ratios):.3f}-{max(ratios):.3f}; target <= {target:.2f})",
+        f"fit/raw = {fit / raw:.3f}  (median of {len(ratios)} interleaved repeats; per-repeat "
+        f"{min(ratios):.3f}-{max(ratios):.3f}; target <= {target:.2f}); control raw/raw = "
+        f"{control / raw:.3f}",
         flush=True,
     )
     return {
         "raw_ms": raw * 1e3,
         "fit_ms": fit * 1e3,
         "fit_over_raw": fit / raw,
+        "control_over_raw": control / raw,
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
-        "repeats": len(raw_times),
+        "repeats": len(ratios),
         "threads": 1,
     }
 
