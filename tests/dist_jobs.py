@@ -245,3 +245,13 @@ def budget_job(out, name, batch, epochs=3, max_steps=None, validate_every=None, 
     finally:
         ember.budget.time = clock
     dump(out, name, m, history)
+
+
+def tracker_job(out: str, uri: str) -> None:
+    """Two processes fit with an MLflowLogger: only process 0 opens a run and logs."""
+    from ember.callbacks import MLflowLogger
+
+    logger = MLflowLogger("two-processes", tracking_uri=uri)
+    model().fit(data(), epochs=2, batch_size=8, callbacks=[logger], verbose=0)
+    rank = int(os.environ.get("RANK", "0"))
+    Path(out, f"run-{rank}.json").write_text(json.dumps({"run_id": logger.run_id}))

@@ -2,6 +2,7 @@
 ``mlflow server`` process on 127.0.0.1 (stopped mid-fit to show that training goes on)."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -187,3 +188,16 @@ def test_real_server_run_and_a_server_gone_mid_fit(mlflow_server, tmp_path, monk
     messages = [str(w.message) for w in caught if "MLflowLogger" in str(w.message)]
     assert len(messages) == 1 and "stopped logging after an error" in messages[0]
     assert gone.failed is not None
+
+
+def test_two_processes_log_one_run_from_process_zero(tmp_path):
+    from tests import dist_jobs
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    ember.launch(dist_jobs.tracker_job, 2, str(tmp_path), uri)
+    ids = [json.loads((tmp_path / f"run-{rank}.json").read_text())["run_id"] for rank in (0, 1)]
+    assert ids[0] is not None and ids[1] is None
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("two-processes").experiment_id])
+    assert [run.info.run_id for run in runs] == [ids[0]]
+    assert [m.step for m in client.get_metric_history(ids[0], "loss")] == [1, 2]
