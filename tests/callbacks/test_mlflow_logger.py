@@ -26,6 +26,12 @@ from mlflow import MlflowClient  # noqa: E402
 N, BATCH, EPOCHS = 96, 16, 3  # 6 steps per epoch
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(monkeypatch, tmp_path):
+    """MLflow puts a SQLite store's artifacts under ./mlruns: keep them out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def data():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(N, 4, generator=generator)
@@ -133,7 +139,7 @@ def mlflow_server(tmp_path):
     command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
     command += ["--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]
     server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
