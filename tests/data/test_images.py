@@ -89,3 +89,62 @@ def test_cache_images_needs_one_size(tmp_path):
     Image.new("RGB", (5, 5)).save(root / "cats" / "odd.png")
     with pytest.raises(DataError, match=r"odd.png is 5x5, the first image 8x6"):
         cache_images(image_folder(root), tmp_path / "c")
+
+
+def test_header_check_catches_a_format_the_extension_contradicts(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    Image.new("RGB", (8, 6)).save(root / "cats" / "really_a.png", format="PNG")
+    (root / "cats" / "really_a.png").rename(root / "cats" / "photo.jpg")
+    with pytest.raises(DataError, match=r"photo\.jpg: PNG data in a \.jpg file"):
+        image_folder(root, cache_dir=tmp_path / "cache")
+    assert len(image_folder(root, verify="none", cache_dir=tmp_path / "cache")) == 7  # listed only
+
+
+def _truncated_jpeg(path):
+    """A JPEG whose header is whole but whose pixel data stops at 60% of the file."""
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, quality=95)  # pixel data, not tables, make up most of it
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+
+
+def test_a_truncated_image_is_named_when_read_or_by_a_full_check(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    bad = root / "dogs" / "late.jpg"
+    _truncated_jpeg(bad)
+    dataset = image_folder(root, cache_dir=tmp_path / "cache")  # the header is fine
+    index = [path for path, _ in dataset.samples].index(str(bad))
+    dataset.set_epoch(2)
+    named = rf"cannot read image {re.escape(str(bad))} \(epoch 3, main process\)"
+    with pytest.raises(DataError, match=named):
+        dataset[index]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [index]), num_workers=1)
+    with pytest.raises(DataError, match=r"\(epoch 3, worker 0\).*[Tt]runcated"):
+        next(iter(loader))
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}: .*[Tt]runcated"):
+        image_folder(root, verify="full", cache_dir=tmp_path / "cache")
+
+
+def test_the_scan_cache_rechecks_changed_added_and_removed_files_only(tmp_path, monkeypatch):
+    from ember.data import scan
+
+    opened = []
+    real = scan.header_problem
+    monkeypatch.setattr(scan, "header_problem", lambda path: opened.append(path) or real(path))
+    root = _tree(tmp_path / "imgs")
+    cache = tmp_path / "cache"
+    assert len(image_folder(root, cache_dir=cache)) == 6 and len(opened) == 6
+    opened.clear()
+    assert len(image_folder(root, cache_dir=cache)) == 6 and opened == []  # unchanged: a listing
+    changed, removed, added = root / "cats" / "0.png", root / "dogs" / "1.png", root / "dogs" / "new.png"
+    Image.new("RGB", (9, 9)).save(changed)  # another size and modification time
+    removed.unlink()
+    Image.new("RGB", (8, 6)).save(added)
+    dataset = image_folder(root, cache_dir=cache)
+    assert sorted(opened) == sorted([str(changed), str(added)])
+    assert str(removed) not in [path for path, _ in dataset.samples] and len(dataset) == 6
+    opened.clear()
+    changed.write_bytes(b"")  # the cached verdict of an edited file is not trusted
+    with pytest.raises(DataError, match="empty file"):
+        image_folder(root, cache_dir=cache)
+    assert opened == [str(changed)]

@@ -216,10 +216,14 @@ def batch_weights(batches: Iterable[Any]) -> Any:
 
 
 def set_epoch(batches: Iterable[Any], epoch: int) -> None:
-    """Tell ``batches`` (or its sampler) which epoch starts, where it supports ``set_epoch``."""
+    """Tell ``batches`` (or its sampler) which epoch starts, where it supports ``set_epoch``; a
+    DataLoader's dataset too (an image folder names the epoch in its read errors)."""
     targets = [batches.batch_sampler, batches.sampler] if isinstance(batches, DataLoader) else [batches]
     for target in targets:
         setter = getattr(target, "set_epoch", None)
         if callable(setter):
             setter(epoch)
-            return
+            break
+    dataset_setter = getattr(getattr(batches, "dataset", None), "set_epoch", None)
+    if isinstance(batches, DataLoader) and callable(dataset_setter):
+        dataset_setter(epoch)

@@ -1,7 +1,9 @@
 """Image folders on torchvision's ImageFolder, with bad files found up front, and a decoded cache.
 
-``image_folder`` checks every image once when it is built (a zero-byte, truncated or non-image file
-raises DataError naming it, or is skipped and counted), so no bare PIL error surfaces mid-epoch.
+``image_folder`` checks the files when it is built (``ember.data.scan``: headers in parallel by
+default, cached, so a second build costs a listing; a zero-byte, non-image or mislabelled file raises
+DataError naming it, or is skipped and counted); an image whose pixel data fails later, when read,
+raises DataError naming the file, the epoch and the worker instead of a bare PIL error.
 ``cache_images`` decodes a folder once into a uint8 N x C x H x W ``.npy`` (memory-mapped on load).
 Knows torch, torchvision, PIL and numpy; nothing about training.
 """
@@ -13,6 +15,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +26,55 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from ember.data.scan import scan_images
 from ember.errors import DataError
 
 __all__ = ["CachedImages", "ImageFolder", "cache_images", "image_folder"]
 
 
-def _problem(path: str) -> str | None:
-    """Why ``path`` is not a readable image, or None when it decodes."""
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            image.load()  # full decode: catches truncated files
-    except OSError as exc:
-        return str(exc) or type(exc).__name__
-    except Exception as exc:  # PIL raises assorted errors on corrupt data
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 class ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder with ``skipped``: the unreadable files left out (path, reason)."""
+    """torchvision's ImageFolder over the files a scan accepted, with ``skipped``: the files left
+    out at build (path, reason). An image that fails to decode when read raises DataError naming
+    the file, the epoch (when the loader told it, through ``set_epoch``) and the worker."""
 
     skipped: list[tuple[str, str]]
+
+    def __init__(
+        self,
+        root: str,
+        samples: list[tuple[str, str]],
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+    ) -> None:
+        self._scanned = samples  # (path, class name), as make_dataset returns them
+        self.epoch: int | None = None
+        super().__init__(root, transform, target_transform)
+
+    def make_dataset(  # type: ignore[override]
+        self, directory: str, class_to_idx: dict[str, int], *args: Any, **kwargs: Any
+    ) -> list[tuple[str, int]]:
+        """The scanned files (no second walk of the folder)."""
+        return [(path, class_to_idx[name]) for path, name in self._scanned]
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch being read (named in read errors)."""
+        self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         try:
             return super().__getitem__(index)
-        except OSError as exc:  # changed on disk after the scan
-            raise DataError(f"cannot read image {self.samples[index][0]}: {exc}") from exc
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
+            where = _where(self.epoch)
+            raise DataError(f"cannot read image {self.samples[index][0]} ({where}): {exc}") from exc
+
+
+def _where(epoch: int | None) -> str:
+    """``epoch 3, worker 1`` (``main process`` outside DataLoader workers)."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    worker = "main process" if info is None else f"worker {info.id}"
+    return worker if epoch is None else f"epoch {epoch + 1}, {worker}"
 
 
 def image_folder(
@@ -59,14 +82,21 @@ def image_folder(
     transform: Callable[[Any], Any] | None = None,
     target_transform: Callable[[int], Any] | None = None,
     on_bad_file: str = "error",
+    verify: str = "header",
+    cache_dir: str | Path | None = None,
 ) -> ImageFolder:
-    """An ImageFolder over ``root/<class>/<image>`` whose every image was checked once.
+    """An ImageFolder over ``root/<class>/<image>`` whose files were checked (see ``verify``).
 
     Args:
         root: the folder with one subfolder per class (sorted names give the class indices).
         transform, target_transform: as for torchvision's ImageFolder.
-        on_bad_file: "error" raises DataError naming the first unreadable file; "skip" leaves such
-            files out, lists them in ``dataset.skipped`` and warns with their count.
+        on_bad_file: "error" raises DataError naming the first file the check rejects; "skip"
+            leaves such files out, lists them in ``dataset.skipped`` and warns with their count.
+        verify: "header" (default): read every file's header, in parallel threads (empty files,
+            non-images, a format that contradicts the extension); damaged pixel data is then found
+            when the image is read. "full": decode everything once, in processes. "none": list only.
+            The result is cached per file (``cache_dir``, default ``~/.cache/ember/scans``), so a
+            second build of an unchanged folder costs a listing and a stat per file.
 
     Example:
         >>> ds = image_folder("../shared/data/cifar2/train")  # doctest: +SKIP
@@ -76,33 +106,27 @@ def image_folder(
     if on_bad_file not in ("error", "skip"):
         raise DataError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
     root = Path(root)
-    _check_layout(root)
-    skipped: list[tuple[str, str]] = []
-
-    def valid(path: str) -> bool:
-        if not has_file_allowed_extension(path, IMG_EXTENSIONS):
-            return False
-        problem = _problem(path)
-        if problem is None:
-            return True
-        if on_bad_file == "error":
-            raise DataError(f"unreadable image {path}: {problem} (use on_bad_file='skip' to leave it out)")
-        skipped.append((path, problem))
-        return False
-
-    try:
-        dataset = ImageFolder(str(root), transform, target_transform, is_valid_file=valid)
-    except FileNotFoundError as exc:
-        raise DataError(f"{root}: {exc}; each class folder needs at least one readable image") from exc
+    classes = _check_layout(root)
+    is_image = partial(has_file_allowed_extension, extensions=IMG_EXTENSIONS)
+    scanned = scan_images(root, classes, is_image, verify, cache_dir)
+    skipped = [(file.path, file.problem) for file in scanned if file.problem is not None]
+    if skipped and on_bad_file == "error":
+        path, problem = skipped[0]
+        raise DataError(f"unreadable image {path}: {problem} (use on_bad_file='skip' to leave it out)")
+    samples = [(file.path, file.class_name) for file in scanned if file.problem is None]
+    missing = sorted(set(classes) - {name for _, name in samples})
+    if missing:
+        raise DataError(f"{root}: class folder(s) {missing} have no readable image")
+    dataset = ImageFolder(str(root), samples, transform, target_transform)
     dataset.skipped = skipped
     if skipped:
-        warnings.warn(
-            f"{root}: skipped {len(skipped)} unreadable image(s), first {skipped[0][0]}", stacklevel=2
-        )
+        first = skipped[0][0]
+        warnings.warn(f"{root}: skipped {len(skipped)} unreadable image(s), first {first}", stacklevel=2)
     return dataset
 
 
-def _check_layout(root: Path) -> None:
+def _check_layout(root: Path) -> list[str]:
+    """The class folder names of ``root`` (sorted), or a DataError explaining the layout problem."""
     if not root.exists():
         raise DataError(f"image folder {root} does not exist")
     if not root.is_dir():
@@ -113,6 +137,7 @@ def _check_layout(root: Path) -> None:
     empty = sorted(c.name for c in classes if not any(p.is_file() for p in c.rglob("*")))
     if empty:
         raise DataError(f"class folder(s) {empty} under {root} contain no files")
+    return sorted(c.name for c in classes)
 
 
 class CachedImages(Dataset):
