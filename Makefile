@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader.py
 	$(PY) benchmarks/text_pipeline.py
 	$(PY) benchmarks/ddp_cpu.py
+	$(PY) benchmarks/import_time.py
+	$(PY) benchmarks/image_folder.py
 
 # On a CUDA machine: the GPU tests and the GPU benchmarks (results in benchmarks/results).
 gpu-bench: $(STAMP)

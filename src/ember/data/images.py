@@ -15,7 +15,6 @@ import json
 import os
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ember.data.scan import scan_images
 from ember.errors import DataError
@@ -107,16 +106,13 @@ def image_folder(
         raise DataError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
     root = Path(root)
     classes = _check_layout(root)
-    is_image = partial(has_file_allowed_extension, extensions=IMG_EXTENSIONS)
-    scanned = scan_images(root, classes, is_image, verify, cache_dir)
-    skipped = [(file.path, file.problem) for file in scanned if file.problem is not None]
+    samples, skipped = scan_images(root, classes, IMG_EXTENSIONS, verify, cache_dir)
     if skipped and on_bad_file == "error":
         path, problem = skipped[0]
         raise DataError(f"unreadable image {path}: {problem} (use on_bad_file='skip' to leave it out)")
-    samples = [(file.path, file.class_name) for file in scanned if file.problem is None]
     missing = sorted(set(classes) - {name for _, name in samples})
     if missing:
-        raise DataError(f"{root}: class folder(s) {missing} have no readable image")
+        raise DataError(f"class folder(s) {missing} under {root} contain no readable image files")
     dataset = ImageFolder(str(root), samples, transform, target_transform)
     dataset.skipped = skipped
     if skipped:
@@ -134,9 +130,6 @@ def _check_layout(root: Path) -> list[str]:
     classes = [entry for entry in root.iterdir() if entry.is_dir()]
     if not classes:
         raise DataError(f"image folder {root} has no class subfolders (expected root/<class>/<image>)")
-    empty = sorted(c.name for c in classes if not any(p.is_file() for p in c.rglob("*")))
-    if empty:
-        raise DataError(f"class folder(s) {empty} under {root} contain no files")
     return sorted(c.name for c in classes)
 
 

@@ -16,45 +16,56 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from ember.data.cachedir import cache_folder
+from ember.data.image_header import read_header
 from ember.errors import DataError
 
-__all__ = ["VERIFY_MODES", "ScannedFile", "decode_problem", "header_problem", "scan_images"]
+__all__ = ["VERIFY_MODES", "decode_problem", "header_problem", "scan_images"]
 
 VERIFY_MODES = ("header", "full", "none")
 _CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ScannedFile:
-    """One image file: its path, class folder, and ``problem`` (None when it passed the check)."""
-
-    path: str
-    class_name: str
-    problem: str | None = None
-
-
 def header_problem(path: str) -> str | None:
-    """What is wrong with ``path`` as seen from its header (None: nothing)."""
+    """What is wrong with ``path`` as seen from its header (None: nothing): its signature is read
+    directly (``read_header``); PIL is asked only about a signature that is not a common one."""
+    try:
+        with open(path, "rb") as file:
+            header = read_header(file)
+            empty = file.tell() == 0
+    except OSError as exc:
+        return f"cannot open ({exc})"
+    if empty:
+        return "empty file (0 bytes)"
+    if header is not None and header.truncated:
+        return f"truncated {header.format} (the file ends inside its header)"
+    found = header.format if header is not None else _identify(path)
+    if found.startswith("not an image"):
+        return found
+    suffix = os.path.splitext(path)[1].lower()
+    expected = _EXTENSION_FORMATS.get(suffix)
+    if expected is not None and expected != found:
+        return f"{found} data in a {suffix} file (the extension names {expected})"
+    return None
+
+
+_EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".ppm": "PPM", ".pgm": "PPM"}
+_EXTENSION_FORMATS |= {".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
+
+
+def _identify(path: str) -> str:
+    """PIL's name for the format of ``path``, or ``not an image (...)``."""
     from PIL import Image
 
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
         with Image.open(path) as image:
-            found = image.format
+            return str(image.format)
     except Exception as exc:  # PIL raises assorted errors on data that is not an image
         return f"not an image ({type(exc).__name__}: {exc})"
-    suffix = Path(path).suffix.lower()
-    expected = Image.registered_extensions().get(suffix)
-    if expected is not None and found is not None and expected != found:
-        return f"{found} data in a {suffix} file (the extension names {expected})"
-    return None
 
 
 def decode_problem(path: str) -> str | None:
@@ -75,47 +86,70 @@ def decode_problem(path: str) -> str | None:
 def scan_images(
     root: str | Path,
     classes: list[str],
-    is_image: Callable[[str], bool],
+    extensions: tuple[str, ...],
     verify: str = "header",
     cache_dir: str | Path | None = None,
-) -> list[ScannedFile]:
-    """The files under ``root/<class>`` for each of ``classes`` that ``is_image`` accepts (sorted
-    as torchvision's ImageFolder sorts them), each checked as ``verify`` says (see the module)."""
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(good, bad)``: ``(path, class name)`` of the files under ``root/<class>`` for each of
+    ``classes`` whose names end with one of ``extensions`` (in the order of torchvision's sorted
+    walk) that passed the ``verify`` check, and ``(path, problem)`` of those that did not."""
     if verify not in VERIFY_MODES:
         raise DataError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
-    root = Path(os.path.abspath(root))
-    listed = [(path, name) for name in classes for path in _files(root / name, is_image)]
+    prefix = os.path.abspath(root) + os.sep
+    listed = {name: _files(prefix + name, extensions) for name in classes}
     if verify == "none":
-        return [ScannedFile(path, name) for path, name in listed]
-    cache_file = cache_folder("scans", cache_dir) / f"{_key(root, verify)}.json"
-    known = _read_cache(cache_file, root, verify)
-    stats = {path: _stat(path) for path, _ in listed}
-    fresh = [path for path, _ in listed if known.get(path, [None])[:2] != list(stats[path])]
-    problems = {path: entry[2] for path, entry in known.items()}
-    problems.update(zip(fresh, _check(fresh, verify), strict=True))
-    _write_cache(cache_file, root, verify, {path: [*stats[path], problems[path]] for path, _ in listed})
-    return [ScannedFile(path, name, problems[path]) for path, name in listed]
+        return [(path, name) for name, files in listed.items() for path, _, _ in files], []
+    cache_file = cache_folder("scans", cache_dir) / f"{_key(prefix, verify)}.json"
+    known = _read_cache(cache_file, prefix, verify)
+    skip = len(prefix)
+    everything = [file for files in listed.values() for file in files]
+    fresh = [
+        (path, size, mtime)
+        for path, size, mtime in everything
+        if not _same(known.get(path[skip:]), size, mtime)
+    ]
+    problems = _check([path for path, _, _ in fresh], verify)
+    for (path, size, mtime), problem in zip(fresh, problems, strict=True):
+        known[path[skip:]] = [size, mtime, problem]
+    total = sum(len(files) for files in listed.values())
+    if fresh or len(known) != total:  # something changed: rewrite the cache without removed files
+        kept = {path[skip:] for files in listed.values() for path, _, _ in files}
+        _write_cache(cache_file, prefix, verify, {rel: known[rel] for rel in kept})
+    good, bad = [], []
+    for name, files in listed.items():
+        for path, _, _ in files:
+            problem = known[path[skip:]][2]
+            (good if problem is None else bad).append((path, name if problem is None else problem))
+    return good, bad
 
 
-def _files(folder: Path, is_image: Callable[[str], bool]) -> list[str]:
-    found = []
+def _same(entry: list | None, size: int, mtime: int) -> bool:
+    return entry is not None and entry[0] == size and entry[1] == mtime
+
+
+def _files(folder: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of the files under ``folder`` with one of ``extensions``, in the
+    order of ``sorted(os.walk(folder))`` (by folder, then by name): one stat per file."""
+    listed: list[tuple[str, int, int]] = []
+    append, stat, sep = listed.append, os.stat, os.sep
     for directory, _, names in sorted(os.walk(folder, followlinks=True)):
-        found.extend(os.path.join(directory, name) for name in sorted(names))
-    return [path for path in found if is_image(path)]
-
-
-def _stat(path: str) -> tuple[int, int]:
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
+        names.sort()
+        for name in names:
+            if name.lower().endswith(extensions):
+                path = directory + sep + name
+                info = stat(path)
+                append((path, info.st_size, info.st_mtime_ns))
+    return listed
 
 
 def _check(paths: list[str], verify: str) -> Iterable[str | None]:
     """Each file's problem: header reads in threads (I/O bound), decodes in processes."""
     if not paths:
         return []
-    if verify == "header":
+    if verify == "header":  # chunks: one task per 256 files, not per file
+        chunks = [paths[start : start + 256] for start in range(0, len(paths), 256)]
         with ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:
-            return list(pool.map(header_problem, paths))
+            return [problem for chunk in pool.map(_headers, chunks) for problem in chunk]
     from tqdm import tqdm
 
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
@@ -123,27 +157,30 @@ def _check(paths: list[str], verify: str) -> Iterable[str | None]:
         return list(tqdm(results, total=len(paths), desc="verifying images", unit="image", disable=None))
 
 
-def _key(root: Path, verify: str) -> str:
+def _headers(paths: list[str]) -> list[str | None]:
+    return [header_problem(path) for path in paths]
+
+
+def _key(root: str, verify: str) -> str:
     return hashlib.sha256(f"{root}\0{verify}".encode()).hexdigest()[:32]
 
 
-def _read_cache(file: Path, root: Path, verify: str) -> dict[str, list]:
-    """``{path: [size, mtime_ns, problem]}`` from an earlier scan ({} when there is none or it is
-    unreadable: the files are then checked again)."""
+def _read_cache(file: Path, root: str, verify: str) -> dict[str, list]:
+    """``{path under root: [size, mtime_ns, problem]}`` from an earlier scan ({} when there is
+    none or it is unreadable: the files are then checked again)."""
     try:
         saved = json.loads(file.read_text())
     except (OSError, ValueError):
         return {}
-    expected = {"version": _CACHE_VERSION, "root": str(root), "verify": verify}
+    expected = {"version": _CACHE_VERSION, "root": root, "verify": verify}
     if any(saved.get(key) != value for key, value in expected.items()):
         return {}
-    return {os.path.join(root, rel): entry for rel, entry in saved.get("files", {}).items()}
+    return saved.get("files", {})
 
 
-def _write_cache(file: Path, root: Path, verify: str, entries: dict[str, list]) -> None:
+def _write_cache(file: Path, root: str, verify: str, files: dict[str, list]) -> None:
     """Write the scan atomically; a cache that cannot be written only costs the next build time."""
-    files = {os.path.relpath(path, root): entry for path, entry in entries.items()}
-    document = {"version": _CACHE_VERSION, "root": str(root), "verify": verify, "files": files}
+    document = {"version": _CACHE_VERSION, "root": root, "verify": verify, "files": files}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
