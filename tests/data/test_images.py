@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -148,3 +149,48 @@ def test_the_scan_cache_rechecks_changed_added_and_removed_files_only(tmp_path, 
     with pytest.raises(DataError, match="empty file"):
         image_folder(root, cache_dir=cache)
     assert opened == [str(changed)]
+
+
+def _loader_batches(dataset, workers):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=workers, shuffle=False)
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def test_skip_replaces_an_unreadable_image_the_same_way_everywhere(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    bad = root / "dogs" / "late.jpg"
+    _truncated_jpeg(bad)
+    cache = tmp_path / "cache"
+    to_tensor = transforms.evaluation(size=8)
+    dataset = image_folder(root, transform=to_tensor, on_bad_file="skip", cache_dir=cache)
+    index = [path for path, _ in dataset.samples].index(str(bad))
+    dataset.set_epoch(0)
+    with pytest.warns(
+        UserWarning, match=rf"cannot read image {re.escape(str(bad))} \(epoch 1, main process\).*replaced"
+    ):
+        image, label = dataset[index]
+    replacement = dataset._replacement(index, 1)
+    assert dataset.targets[replacement] == label == dataset.class_to_idx["dogs"] and replacement != index
+    assert torch.equal(image, dataset[replacement][0])
+    assert [path for path, _ in dataset.skipped] == [str(bad)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per epoch: the same epoch does not warn again
+        dataset[index]
+    serial, two_workers = _loader_batches(dataset, 0), _loader_batches(dataset, 2)
+    for (x0, y0), (x2, y2) in zip(serial, two_workers, strict=True):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    rebuilt = image_folder(root, on_bad_file="skip", cache_dir=cache)  # known bad from the start
+    assert str(bad) not in [path for path, _ in rebuilt.samples]
+    assert rebuilt.skipped_at_build[0][0] == str(bad) and "failed when read" in rebuilt.skipped_at_build[0][1]
+
+
+def test_failures_read_in_workers_reach_the_main_process(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    bad = root / "cats" / "late.jpg"
+    _truncated_jpeg(bad)
+    dataset = image_folder(
+        root, transform=transforms.evaluation(size=8), on_bad_file="skip", cache_dir=tmp_path / "c"
+    )
+    assert dataset.skipped == []
+    _loader_batches(dataset, 2)
+    assert [path for path, _ in dataset.skipped] == [str(bad)]

@@ -25,18 +25,23 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ember.data.scan import scan_images
+from ember.data.scan import failures_file, read_failures, record_failure, scan_images
 from ember.errors import DataError
 
 __all__ = ["CachedImages", "ImageFolder", "cache_images", "image_folder"]
 
 
 class ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder over the files a scan accepted, with ``skipped``: the files left
-    out at build (path, reason). An image that fails to decode when read raises DataError naming
-    the file, the epoch (when the loader told it, through ``set_epoch``) and the worker."""
+    """torchvision's ImageFolder over the files a scan accepted.
 
-    skipped: list[tuple[str, str]]
+    An image that fails to decode when read raises DataError naming the file, the epoch (when the
+    loader told it, through ``set_epoch``) and the worker; with ``on_bad_file="skip"`` it is
+    replaced by another image of its class, the same one whatever the worker count or a resume
+    (chosen from the index alone), with a warning once per epoch. ``skipped`` lists ``(path,
+    reason)`` of the files left out at build and of those that failed when read (in any worker:
+    failures are appended to ``failures``, a file beside the scan cache, which the next build of
+    the folder also reads, so they are left out from the start).
+    """
 
     def __init__(
         self,
@@ -44,10 +49,23 @@ class ImageFolder(datasets.ImageFolder):
         samples: list[tuple[str, str]],
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
+        on_bad_file: str = "error",
+        failures: Path | None = None,
     ) -> None:
         self._scanned = samples  # (path, class name), as make_dataset returns them
         self.epoch: int | None = None
+        self.on_bad_file = on_bad_file
+        self.failures = failures
+        self.skipped_at_build: list[tuple[str, str]] = []
+        self._warned: set[tuple[int | None, str]] = set()
+        self._by_class: dict[int, list[int]] | None = None
         super().__init__(root, transform, target_transform)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file left out: at build, then when read (any process)."""
+        at_build = self.skipped_at_build
+        return at_build + [failure for failure in read_failures(self.failures) if failure not in at_build]
 
     def make_dataset(  # type: ignore[override]
         self, directory: str, class_to_idx: dict[str, int], *args: Any, **kwargs: Any
@@ -60,11 +78,44 @@ class ImageFolder(datasets.ImageFolder):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        try:
-            return super().__getitem__(index)
-        except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
-            where = _where(self.epoch)
-            raise DataError(f"cannot read image {self.samples[index][0]} ({where}): {exc}") from exc
+        current = index
+        for attempt in range(1, len(self.samples) + 1):
+            try:
+                return super().__getitem__(current)
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
+                path = self.samples[current][0]
+                if self.on_bad_file == "error":
+                    where = _where(self.epoch)
+                    raise DataError(f"cannot read image {path} ({where}): {exc}") from exc
+                self._skip(path, exc)
+                current = self._replacement(index, attempt)
+        raise DataError(f"no image of class {self.classes[self.targets[index]]!r} could be read")
+
+    def _replacement(self, index: int, attempt: int) -> int:
+        """Another index of ``index``'s class, from ``(index, attempt)`` alone: the same choice in
+        any worker and after a resume."""
+        if self._by_class is None:
+            self._by_class = {}
+            for i, target in enumerate(self.targets):
+                self._by_class.setdefault(target, []).append(i)
+        same = self._by_class[self.targets[index]]
+        if len(same) == 1:
+            raise DataError(f"{self.samples[index][0]} cannot be read and is the only image of its class")
+        step = 1 + (index * 2654435761 + attempt * 40503) % (len(same) - 1)  # never 0: not itself
+        return same[(same.index(index) + step) % len(same)]
+
+    def _skip(self, path: str, exc: BaseException) -> None:
+        """Record a file that failed when read (once per epoch in this process: a warning)."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if (self.epoch, path) in self._warned:
+            return
+        self._warned.add((self.epoch, path))
+        record_failure(self.failures, path, reason)
+        warnings.warn(
+            f"cannot read image {path} ({_where(self.epoch)}): {reason}; replaced by another image of "
+            "its class (on_bad_file='skip')",
+            stacklevel=3,
+        )
 
 
 def _where(epoch: int | None) -> str:
@@ -107,14 +158,15 @@ def image_folder(
     root = Path(root)
     classes = _check_layout(root)
     samples, skipped = scan_images(root, classes, IMG_EXTENSIONS, verify, cache_dir)
+    failures = failures_file(root, cache_dir)
     if skipped and on_bad_file == "error":
         path, problem = skipped[0]
         raise DataError(f"unreadable image {path}: {problem} (use on_bad_file='skip' to leave it out)")
     missing = sorted(set(classes) - {name for _, name in samples})
     if missing:
         raise DataError(f"class folder(s) {missing} under {root} contain no readable image files")
-    dataset = ImageFolder(str(root), samples, transform, target_transform)
-    dataset.skipped = skipped
+    dataset = ImageFolder(str(root), samples, transform, target_transform, on_bad_file, failures)
+    dataset.skipped_at_build = skipped
     if skipped:
         first = skipped[0][0]
         warnings.warn(f"{root}: skipped {len(skipped)} unreadable image(s), first {first}", stacklevel=2)

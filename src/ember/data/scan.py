@@ -24,7 +24,15 @@ from ember.data.cachedir import cache_folder
 from ember.data.image_header import read_header
 from ember.errors import DataError
 
-__all__ = ["VERIFY_MODES", "decode_problem", "header_problem", "scan_images"]
+__all__ = [
+    "VERIFY_MODES",
+    "decode_problem",
+    "failures_file",
+    "header_problem",
+    "read_failures",
+    "record_failure",
+    "scan_images",
+]
 
 VERIFY_MODES = ("header", "full", "none")
 _CACHE_VERSION = 1
@@ -115,12 +123,55 @@ def scan_images(
     if fresh or len(known) != total:  # something changed: rewrite the cache without removed files
         kept = {path[skip:] for files in listed.values() for path, _, _ in files}
         _write_cache(cache_file, prefix, verify, {rel: known[rel] for rel in kept})
+    failed = _failed_when_read(failures_file(root, cache_dir))
     good, bad = [], []
     for name, files in listed.items():
-        for path, _, _ in files:
+        for path, size, mtime in files:
             problem = known[path[skip:]][2]
+            if problem is None and failed.get(path, (None,))[1:] == (size, mtime):
+                problem = f"failed when read: {failed[path][0]}"
             (good if problem is None else bad).append((path, name if problem is None else problem))
     return good, bad
+
+
+def failures_file(root: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the images of ``root`` that failed when read are recorded (beside the scan cache)."""
+    return cache_folder("scans", cache_dir) / f"{_key(os.path.abspath(root) + os.sep, 'failures')}.jsonl"
+
+
+def record_failure(file: Path | None, path: str, reason: str) -> None:
+    """Append ``path`` (with its size and modification time) to the failures ``file``: one short
+    line per write, so processes appending at once do not interleave. Never raises."""
+    if file is None:
+        return
+    try:
+        info = os.stat(path)
+        line = json.dumps({"path": path, "reason": reason, "size": info.st_size, "mtime": info.st_mtime_ns})
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "a") as handle:
+            handle.write(line + "\n")
+    except OSError:
+        pass
+
+
+def read_failures(file: Path | None) -> list[tuple[str, str]]:
+    """``(path, reason)`` of the recorded failures, each path once, in the order first recorded."""
+    return [(path, reason) for path, (reason, _, _) in _failed_when_read(file).items()]
+
+
+def _failed_when_read(file: Path | None) -> dict[str, tuple[str, int, int]]:
+    found: dict[str, tuple[str, int, int]] = {}
+    try:
+        lines = file.read_text().splitlines() if file is not None else []
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            found.setdefault(entry["path"], (entry["reason"], entry["size"], entry["mtime"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    return found
 
 
 def _same(entry: list | None, size: int, mtime: int) -> bool:
