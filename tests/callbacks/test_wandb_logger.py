@@ -67,8 +67,9 @@ def run_of(tmp_path, run_id):
     for path in sorted(segments, key=lambda p: p.stat().st_mtime_ns):
         for record in log_records(path):
             kind = record.WhichOneof("record_type")
-            if kind == "run":
-                config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+            if kind in ("run", "config"):  # the config comes with the run record or in its own
+                update = record.run.config.update if kind == "run" else record.config.update
+                config.update({item.key: json.loads(item.value_json) for item in update})
             elif kind == "history":
                 items = record.history.item  # "train/loss" is stored as the nested key (train, loss)
                 rows.append(
@@ -88,6 +89,7 @@ def test_offline_run_records_config_steps_and_epochs(tmp_path):
         verbose=0,
     )
     config, rows = run_of(tmp_path, logger.run_id)
+    assert "parameters" in config, f"config read back: {config}"
     assert config["parameters"] == 4 * 8 + 8 + 8 * 2 + 2 and config["fit.epochs"] == 3
     assert config["optimizer"] == "SGD" and config["optimizer.lr"] == 0.1
     steps = [row["global_step"] for row in rows if "train/loss" in row]
