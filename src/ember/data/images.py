@@ -51,6 +51,7 @@ class ImageFolder(datasets.ImageFolder):
         target_transform: Callable[[int], Any] | None = None,
         on_bad_file: str = "error",
         failures: Path | None = None,
+        loader: Callable[[str], Any] | None = None,
     ) -> None:
         self._scanned = samples  # (path, class name), as make_dataset returns them
         self.epoch: int | None = None
@@ -59,7 +60,7 @@ class ImageFolder(datasets.ImageFolder):
         self.skipped_at_build: list[tuple[str, str]] = []
         self._warned: set[tuple[int | None, str]] = set()
         self._by_class: dict[int, list[int]] | None = None
-        super().__init__(root, transform, target_transform)
+        super().__init__(root, transform, target_transform, **({} if loader is None else {"loader": loader}))
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -134,6 +135,7 @@ def image_folder(
     on_bad_file: str = "error",
     verify: str = "header",
     cache_dir: str | Path | None = None,
+    loader: Callable[[str], Any] | None = None,
 ) -> ImageFolder:
     """An ImageFolder over ``root/<class>/<image>`` whose files were checked (see ``verify``).
 
@@ -147,6 +149,8 @@ def image_folder(
             when the image is read. "full": decode everything once, in processes. "none": list only.
             The result is cached per file (``cache_dir``, default ``~/.cache/ember/scans``), so a
             second build of an unchanged folder costs a listing and a stat per file.
+        loader: ``path -> image`` (default: PIL, as torchvision's); ``ember.data.decode``'s
+            ``RandomResizedCropDecode(size)`` decodes JPEGs at a reduced scale for training crops.
 
     Example:
         >>> ds = image_folder("../shared/data/cifar2/train")  # doctest: +SKIP
@@ -165,7 +169,7 @@ def image_folder(
     missing = sorted(set(classes) - {name for _, name in samples})
     if missing:
         raise DataError(f"class folder(s) {missing} under {root} contain no readable image files")
-    dataset = ImageFolder(str(root), samples, transform, target_transform, on_bad_file, failures)
+    dataset = ImageFolder(str(root), samples, transform, target_transform, on_bad_file, failures, loader)
     dataset.skipped_at_build = skipped
     if skipped:
         first = skipped[0][0]

@@ -136,6 +136,12 @@ class SeededDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         return self.dataset[index]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Hand the epoch on to the user's dataset when it takes one (an image folder's errors)."""
+        setter = getattr(self.dataset, "set_epoch", None)
+        if callable(setter):
+            setter(epoch)
+
     def __getitems__(self, request: BatchRequest | list[int]) -> list[Any]:
         if not isinstance(request, BatchRequest):
             return [self.dataset[i] for i in request]

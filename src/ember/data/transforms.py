@@ -5,9 +5,13 @@ Thin helpers only; the transforms themselves are torchvision's.
 
 from __future__ import annotations
 
+import torch
 from torchvision import transforms as T
 
-__all__ = ["evaluation", "train_augmentation"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Uint8ToFloat", "evaluation", "train_augmentation"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def train_augmentation(
@@ -30,3 +34,27 @@ def train_augmentation(
 def evaluation(size: int | None = None) -> T.Compose:
     """The evaluation transform: ``ToTensor`` (optionally resized to ``size`` first)."""
     return T.Compose([*([T.Resize(size)] if size else []), T.ToTensor()])
+
+
+class Uint8ToFloat:
+    """The last step after a uint8 pipeline (``ember.data.decode``): float32 in [0, 1], then
+    normalized by ``mean`` and ``std``, with torchvision's v2 functional ops (no Compose: a third
+    of the per-image cost at 64 x 64).
+
+    Example:
+        >>> white = torch.full((3, 2, 2), 255, dtype=torch.uint8)
+        >>> round(Uint8ToFloat()(white)[0, 0, 0].item(), 4)  # (1 - 0.485) / 0.229
+        2.2489
+    """
+
+    def __init__(
+        self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ) -> None:
+        self.mean = list(mean)
+        self.std = list(std)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional
+
+        scaled = functional.to_dtype(image, torch.float32, scale=True)
+        return functional.normalize(scaled, self.mean, self.std)
