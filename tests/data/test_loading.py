@@ -162,3 +162,24 @@ def test_random_transforms_of_a_hugging_face_dataset_follow_the_batch_not_the_wo
     assert all(torch.equal(a, b) for a, b in zip(single, again, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(single, spread, strict=True))
     assert not torch.equal(single[0], single[1])
+
+
+def test_default_workers_decode_image_folders_in_workers_only(tmp_path, monkeypatch):
+    from PIL import Image
+    from torch.utils.data import Subset, TensorDataset
+
+    from ember.data import image_folder, loader
+    from ember.data.loading import default_workers
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / label / "0.png")
+    folder = image_folder(tmp_path, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_workers(folder) == default_workers(Subset(folder, [0])) == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers(folder) == 1
+    assert loader(folder, batch_size=2).num_workers == 1
+    assert loader(folder, batch_size=2, num_workers=0).num_workers == 0  # an explicit count wins
+    tensors = TensorDataset(torch.arange(4.0))
+    assert default_workers(tensors) == 0 and loader(tensors, batch_size=2).num_workers == 0

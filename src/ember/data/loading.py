@@ -12,6 +12,8 @@ ember.data.sampler and ember.errors.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +33,16 @@ from torch.utils.data import (
 from ember.data.sampler import EpochBatchSampler, SeededBatchSampler, SeededDataset
 from ember.errors import DataError
 
-__all__ = ["GatherDataset", "GatherLoader", "collate_samples", "gatherable", "loader", "rebuild", "split"]
+__all__ = [
+    "GatherDataset",
+    "GatherLoader",
+    "collate_samples",
+    "default_workers",
+    "gatherable",
+    "loader",
+    "rebuild",
+    "split",
+]
 
 
 def split(dataset: Dataset, sizes: Sequence[float] | Sequence[int], seed: int = 0) -> list[Subset]:
@@ -158,7 +169,7 @@ def loader(
     dataset: Dataset,
     batch_size: int = 32,
     shuffle: bool = False,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     pin_memory: bool | None = None,
     drop_last: bool = False,
     seed: int | None = None,
@@ -169,7 +180,9 @@ def loader(
     Args:
         dataset: any map-style Dataset, or an object with ``__getitem__`` and ``__len__`` (a
             Hugging Face ``datasets.Dataset``); tensor-backed ones are fetched one gather per batch.
-        batch_size, shuffle, num_workers, drop_last: as for DataLoader.
+        batch_size, shuffle, drop_last: as for DataLoader.
+        num_workers: worker processes; None -> :func:`default_workers` (image folders get
+            workers, other datasets none).
         pin_memory: None -> True when CUDA is available.
         seed: seed of the shuffle (None: torch's global RNG).
         kwargs: passed to DataLoader; ``collate_fn`` defaults to :func:`collate_samples` (giving
@@ -182,6 +195,7 @@ def loader(
     """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError("cannot make a loader for an empty dataset")
+    num_workers = default_workers(dataset) if num_workers is None else num_workers
     common = {
         "num_workers": num_workers,
         "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
@@ -204,6 +218,19 @@ def loader(
         generator=_generator(batches.seed),
         **common,
     )
+
+
+def default_workers(dataset: Any) -> int:
+    """The worker count ``loader`` picks: ``min(8, CPUs - 1)`` (at least 1) for a dataset that
+    decodes a file per sample (torchvision's DatasetFolder family, ember's image folders, their
+    Subsets), where decoding in the main process would starve the training step; 0 for everything
+    else (tensor data is one gather per batch, and a custom dataset may not survive pickling)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    folder = getattr(sys.modules.get("torchvision.datasets.folder"), "DatasetFolder", None)
+    if folder is None or not isinstance(dataset, folder):  # no torchvision loaded: not a folder
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _generator(seed: int) -> torch.Generator:
