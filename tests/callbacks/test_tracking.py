@@ -88,7 +88,14 @@ def test_a_failure_warns_once_stops_logging_and_training_goes_on():
         "MemoryTracker stopped logging after an error (ConnectionError: server gone); "
         "training and checkpoints go on"
     ]
-    assert tracker.calls == [("start", 8), ("step", 1, ["train/loss"])]  # nothing after the failure
+    # nothing logged after the failure, and the run is closed as failed rather than left open
+    assert tracker.calls == [("start", 8), ("step", 1, ["train/loss"]), ("finish", "FAILED")]
+    tracker.fail_at = None  # the next fit starts afresh: logging again, in a new run
+    tracker.run_id = "old"
+    make_model().fit(DATA, epochs=1, batch_size=16, callbacks=[tracker, EveryStepRefresh()], verbose=0)
+    assert (
+        tracker.failed is None and tracker.run_id == "run-1" and tracker.calls[-1] == ("finish", "FINISHED")
+    )
 
 
 def test_only_the_main_process_starts_a_run():

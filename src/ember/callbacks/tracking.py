@@ -91,8 +91,13 @@ class Tracker(Callback):
         """Start the thread and the run (main process only)."""
         if not state.model.is_main:
             return
+        self.failed = None
+        self._warned = False
+        if state.step == 0:  # a new model's first fit: a new run (a resumed or continued fit keeps it)
+            self.run_id = None
         self._queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=f"ember-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(self._queue,), name=f"ember-{self.name}")
+        self._thread.daemon = True
         self._thread.start()
         try:  # here, not on the thread: a checkpoint written from now on holds the run's id
             self._logged_step, self._logged_epoch = self._start(run_params(state))
@@ -107,8 +112,9 @@ class Tracker(Callback):
             self._submit_metrics(values, state.step, "step")
 
     def on_validation_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        """A validation inside an epoch, at the global step it followed."""
-        self._submit_metrics(dict(logs), state.step, "step")
+        """A validation inside an epoch, as ``validation/<name>`` at the global step it followed
+        (the epoch's own ``val_*`` values are logged against the epoch)."""
+        self._submit_metrics({f"validation/{key}": value for key, value in logs.items()}, state.step, "step")
 
     def on_epoch_end(self, state: TrainState) -> None:
         """The epoch's values (the History row), at the epoch."""
@@ -118,17 +124,20 @@ class Tracker(Callback):
         """Upload the end files, close the run, wait for the queued calls."""
         if self._queue is None:
             return
-        files = self._end_files(state)
-        if files:
-            self._submit(lambda: self._log_files(files))
-        self._submit(lambda: self._finish("FINISHED"))
-        self._close()
+        if self.failed is None:
+            try:
+                files = self._end_files(state)
+            except Exception as exc:  # a plot that cannot be drawn must not end a finished fit
+                self.failed = exc
+            else:
+                if files:
+                    self._submit(lambda: self._log_files(files))
+        self._close("FINISHED")
 
     def on_exception(self, state: TrainState, exc: BaseException) -> None:
         """Close the run as failed (what was logged stays; a resume continues it)."""
         if self._queue is not None:
-            self._submit(lambda: self._finish("FAILED"))
-            self._close()
+            self._close("FAILED")
 
     def state_dict(self) -> dict[str, Any]:
         """The run id, so a resumed fit continues the same run."""
@@ -153,9 +162,8 @@ class Tracker(Callback):
         if self._queue is not None and self.failed is None:
             self._queue.put(call)
 
-    def _work(self) -> None:
-        assert self._queue is not None
-        while (call := self._queue.get()) is not None:
+    def _work(self, calls: queue.Queue[Callable[[], None] | None]) -> None:
+        while (call := calls.get()) is not None:
             if self.failed is not None:
                 continue
             try:
@@ -173,12 +181,19 @@ class Tracker(Callback):
                 stacklevel=4,
             )
 
-    def _close(self) -> None:
+    def _close(self, status: str) -> None:
+        """Wait for the queued calls, then close the run with ``status`` (after a failure too, as
+        far as the tracker still answers: a run is never left open)."""
         assert self._queue is not None and self._thread is not None
         self._queue.put(None)
         self._thread.join(_CLOSE_SECONDS)
         if self._thread.is_alive() and self.failed is None:
             self.failed = TimeoutError(f"queued calls unfinished after {_CLOSE_SECONDS:.0f} s")
+        if self.run_id is not None and not self._thread.is_alive():
+            try:
+                self._finish(status if self.failed is None else "FAILED")
+            except Exception as exc:  # the tracker is gone: nothing more to close
+                self.failed = self.failed or exc
         self._warn_once()
         self._queue = self._thread = None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,22 +25,29 @@ from ember.data.image_header import Header, read_header
 
 __all__ = ["RandomResizedCropDecode", "ResizeDecode", "crop_box"]
 
+_HEADER_BYTES = 1 << 16
+
 
 def crop_box(
-    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    rng: random.Random | None = None,
 ) -> tuple[int, int, int, int]:
     """``(left, top, crop width, crop height)`` of a random resized crop of a ``width x height``
     image, drawn as torchvision's RandomResizedCrop draws it (10 tries, then the centre), from
-    Python's ``random`` (which ember's per-batch seeding seeds)."""
+    ``rng`` (default: Python's ``random``, which ember's per-batch seeding seeds)."""
+    draw: Any = random if rng is None else rng  # the module's functions are its generator's methods
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target = area * random.uniform(scale[0], scale[1])
-        aspect = math.exp(random.uniform(log_ratio[0], log_ratio[1]))
+        target = area * draw.uniform(scale[0], scale[1])
+        aspect = math.exp(draw.uniform(log_ratio[0], log_ratio[1]))
         w = round(math.sqrt(target * aspect))
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return random.randint(0, width - w), random.randint(0, height - h), w, h
+            return draw.randint(0, width - w), draw.randint(0, height - h), w, h
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, round(width / min(ratio))
@@ -124,10 +132,29 @@ def _reduction(crop_side: int, size: int) -> int:
 
 
 def _decode(data: bytes) -> torch.Tensor:
-    """uint8 ``3 x H x W`` of encoded ``data`` (torchvision's decoders: libjpeg-turbo, libpng, ...)."""
+    """uint8 ``3 x H x W`` of encoded ``data``: torchvision's decoders (libjpeg-turbo, libpng,
+    libwebp) for JPEG, PNG and WEBP, PIL for the other formats; a damaged file is an OSError, as
+    PIL reports it, so ``image_folder``'s ``on_bad_file`` applies."""
     from torchvision.io import ImageReadMode, decode_image
 
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    header = read_header(io.BytesIO(data[:_HEADER_BYTES]))
+    if header is None or header.format not in ("JPEG", "PNG", "WEBP"):
+        return _tensor(_pil_rgb(data))
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise OSError(f"cannot decode the {header.format} data: {exc}") from exc
+    if image.dtype != torch.uint8:  # a 16-bit PNG
+        image = (image.float() * (255 / 65535)).round().to(torch.uint8)
+    return image
+
+
+def _pil_rgb(data: bytes) -> Any:
+    """A PIL RGB image (its first frame) of encoded ``data``."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
 
 
 def _scaled_crop(data: bytes, box: tuple[int, int, int, int], reduce: int, size: int) -> torch.Tensor:

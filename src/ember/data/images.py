@@ -66,7 +66,8 @@ class ImageFolder(datasets.ImageFolder):
     def skipped(self) -> list[tuple[str, str]]:
         """``(path, reason)`` of every file left out: at build, then when read (any process)."""
         at_build = self.skipped_at_build
-        return at_build + [failure for failure in read_failures(self.failures) if failure not in at_build]
+        known = {path for path, _ in at_build}
+        return at_build + [(path, why) for path, why in read_failures(self.failures) if path not in known]
 
     def make_dataset(  # type: ignore[override]
         self, directory: str, class_to_idx: dict[str, int], *args: Any, **kwargs: Any
@@ -79,15 +80,24 @@ class ImageFolder(datasets.ImageFolder):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self._load(index)  # only reading the file is guarded: a transform's error is the user's
+        target = self.targets[index]  # a replacement is of the same class
+        if self.transform is not None:
+            sample = self.transform(sample)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target
+
+    def _load(self, index: int) -> Any:
+        """The decoded image of ``index``, or of its replacement (``on_bad_file="skip"``)."""
         current = index
         for attempt in range(1, len(self.samples) + 1):
+            path = self.samples[current][0]
             try:
-                return super().__getitem__(current)
+                return self.loader(path)
             except (OSError, SyntaxError, ValueError) as exc:  # PIL's decode errors
-                path = self.samples[current][0]
                 if self.on_bad_file == "error":
-                    where = _where(self.epoch)
-                    raise DataError(f"cannot read image {path} ({where}): {exc}") from exc
+                    raise DataError(f"cannot read image {path} ({_where(self.epoch)}): {exc}") from exc
                 self._skip(path, exc)
                 current = self._replacement(index, attempt)
         raise DataError(f"no image of class {self.classes[self.targets[index]]!r} could be read")

@@ -155,7 +155,7 @@ def record_failure(file: Path | None, path: str, reason: str) -> None:
 
 
 def read_failures(file: Path | None) -> list[tuple[str, str]]:
-    """``(path, reason)`` of the recorded failures, each path once, in the order first recorded."""
+    """``(path, reason)`` of the recorded failures, each path once (its latest record)."""
     return [(path, reason) for path, (reason, _, _) in _failed_when_read(file).items()]
 
 
@@ -168,7 +168,7 @@ def _failed_when_read(file: Path | None) -> dict[str, tuple[str, int, int]]:
     for line in lines:
         try:
             entry = json.loads(line)
-            found.setdefault(entry["path"], (entry["reason"], entry["size"], entry["mtime"]))
+            found[entry["path"]] = (entry["reason"], entry["size"], entry["mtime"])  # the latest wins
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a crash
     return found
@@ -188,7 +188,11 @@ def _files(folder: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int
         for name in names:
             if name.lower().endswith(extensions):
                 path = directory + sep + name
-                info = stat(path)
+                try:
+                    info = stat(path)
+                except OSError:  # a dangling link, a file removed meanwhile: the check names it
+                    append((path, -1, -1))
+                    continue
                 append((path, info.st_size, info.st_mtime_ns))
     return listed
 
