@@ -2,30 +2,14 @@
 layout, and resume without doubled events; read back with TensorBoard's own event reader."""
 
 import pytest
-import torch
-from torch import nn
 
-import ember
-from ember.callbacks import Callback, ModelCheckpoint, TensorBoardLogger
+from ember.callbacks import ModelCheckpoint, TensorBoardLogger
+from tests.callbacks.logger_helpers import BATCH, DATA, EveryStepRefresh, make_model
 from tests.step_callbacks import Crash, CrashAt
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator", reason="the tensorboard extra is not installed"
 )
-
-N, BATCH = 64, 16  # 4 steps per epoch
-DATA = (torch.randn(N, 4, generator=torch.Generator().manual_seed(0)), torch.arange(N) % 2)
-
-
-class EveryStepRefresh(Callback):
-    refresh_interval = 0.0
-
-
-def make_model():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    return ember.Model(net).compile(nn.CrossEntropyLoss(), optimizer, metrics=["accuracy"], device="cpu")
 
 
 def read(folder):

@@ -7,35 +7,19 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
-import ember
 from ember.callbacks import Callback, ModelCheckpoint, WandbLogger
 from ember.errors import ConfigError
+from tests.callbacks.logger_helpers import BATCH, DATA, EveryStepRefresh, make_model
 from tests.step_callbacks import Crash, CrashAt
 
 wandb = pytest.importorskip("wandb", reason="the wandb extra is not installed (ember[wandb])")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-N, BATCH = 64, 16  # 4 steps per epoch
-DATA = (torch.randn(N, 4, generator=torch.Generator().manual_seed(0)), torch.arange(N) % 2)
-
-
-class EveryStepRefresh(Callback):
-    refresh_interval = 0.0
-
 
 @pytest.fixture(autouse=True)
 def quiet_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")  # runs go to dir=tmp_path: wandb reads WANDB_DIR once
-
-
-def make_model():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    return ember.Model(net).compile(nn.CrossEntropyLoss(), optimizer, metrics=["accuracy"], device="cpu")
 
 
 def log_records(path):
