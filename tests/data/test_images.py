@@ -194,3 +194,15 @@ def test_failures_read_in_workers_reach_the_main_process(tmp_path):
     assert dataset.skipped == []
     _loader_batches(dataset, 2)
     assert [path for path, _ in dataset.skipped] == [str(bad)]
+
+
+def test_a_class_whose_images_all_fail_when_read_is_named(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    for name in ("late0.jpg", "late1.jpg"):
+        _truncated_jpeg(root / "dogs" / name)
+    for path in (root / "dogs").glob("*.png"):
+        path.unlink()
+    dataset = image_folder(root, on_bad_file="skip", cache_dir=tmp_path / "cache")
+    index = dataset.targets.index(dataset.class_to_idx["dogs"])
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="no image of class 'dogs' could be read"):
+        dataset[index]

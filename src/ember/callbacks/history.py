@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ember.callbacks.base import Callback
 from ember.state import TrainState
@@ -64,3 +64,12 @@ def format_logs(logs: dict[str, float], skip: Sequence[str] = ("lr", "seconds", 
             continue
         parts.append(f"{key}: {value:.4f}" if math.isfinite(value) else f"{key}: {value}")
     return " - ".join(parts)
+
+
+def __getattr__(name: str) -> Any:
+    """``History`` from its old place (it lives in ``ember.callbacks.frame``, which loads pandas)."""
+    if name == "History":
+        from ember.callbacks.frame import History
+
+        return History
+    raise AttributeError(f"module 'ember.callbacks.history' has no attribute {name!r}")

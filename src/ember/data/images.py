@@ -90,8 +90,8 @@ class ImageFolder(datasets.ImageFolder):
 
     def _load(self, index: int) -> Any:
         """The decoded image of ``index``, or of its replacement (``on_bad_file="skip"``)."""
-        current = index
-        for attempt in range(1, len(self.samples) + 1):
+        current, attempt = index, 0
+        while True:
             path = self.samples[current][0]
             try:
                 return self.loader(path)
@@ -99,8 +99,8 @@ class ImageFolder(datasets.ImageFolder):
                 if self.on_bad_file == "error":
                     raise DataError(f"cannot read image {path} ({_where(self.epoch)}): {exc}") from exc
                 self._skip(path, exc)
+                attempt += 1
                 current = self._replacement(index, attempt)
-        raise DataError(f"no image of class {self.classes[self.targets[index]]!r} could be read")
 
     def _replacement(self, index: int, attempt: int) -> int:
         """Another index of ``index``'s class, from ``(index, attempt)`` alone: the same choice in
@@ -112,6 +112,8 @@ class ImageFolder(datasets.ImageFolder):
         same = self._by_class[self.targets[index]]
         if len(same) == 1:
             raise DataError(f"{self.samples[index][0]} cannot be read and is the only image of its class")
+        if attempt >= len(same):  # every image of the class was tried
+            raise DataError(f"no image of class {self.classes[self.targets[index]]!r} could be read")
         step = 1 + (index * 2654435761 + attempt * 40503) % (len(same) - 1)  # never 0: not itself
         return same[(same.index(index) + step) % len(same)]
 

@@ -118,7 +118,10 @@ def scan_images(
     ]
     problems = _check([path for path, _, _ in fresh], verify)
     for (path, size, mtime), problem in zip(fresh, problems, strict=True):
-        known[path[skip:]] = [size, mtime, problem]
+        if problem is None or not problem.startswith("cannot open"):  # an open may work next time
+            known[path[skip:]] = [size, mtime, problem]
+        else:
+            known[path[skip:]] = [-2, -2, problem]  # never matches a stat: checked again next build
     total = sum(len(files) for files in listed.values())
     if fresh or len(known) != total:  # something changed: rewrite the cache without removed files
         kept = {path[skip:] for files in listed.values() for path, _, _ in files}
