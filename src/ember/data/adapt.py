@@ -177,6 +177,9 @@ def _position_keeper(batches: Iterable[Any]) -> Any:
     sampler of a DataLoader), or None for data ember cannot position exactly."""
     if isinstance(batches, DataLoader):
         return batches.batch_sampler if isinstance(batches.batch_sampler, SeededBatchSampler) else None
+    keeper = getattr(batches, "position_keeper", None)  # a wrapper of an ember loader
+    if callable(keeper):
+        return keeper()
     return batches if isinstance(batches, DeviceLoader) else None
 
 
