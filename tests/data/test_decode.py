@@ -91,19 +91,21 @@ def test_a_mixed_size_folder_trains_and_resumes_exactly(tmp_path, workers):
         root, loader=RandomResizedCropDecode(16), transform=Uint8ToFloat(), cache_dir=tmp_path / "c"
     )
     batches = loader(dataset, batch_size=4, shuffle=True, seed=1, num_workers=workers)
+    assert_resumes_exactly(lambda: batches, tmp_path / "ckpt")
+
+
+def assert_resumes_exactly(data, folder):
+    """Two epochs of 4 steps in one go equal a crash after step 7 and a resume from the checkpoint
+    of step 6 (mid-epoch 2): the same weights, bitwise, and the same epoch losses."""
     whole = make_model()
-    whole.fit(batches, epochs=2, verbose=0)
-    keeper = ModelCheckpoint(tmp_path / "ckpt", every_n_steps=2)
-    with pytest.raises(Crash):  # mid-epoch 2 (4 steps per epoch)
-        make_model().fit(batches, epochs=2, callbacks=[keeper, CrashAt(7)], verbose=0)
+    whole.fit(data(), epochs=2, verbose=0)
+    with pytest.raises(Crash):
+        make_model().fit(
+            data(), epochs=2, callbacks=[ModelCheckpoint(folder, every_n_steps=2), CrashAt(7)], verbose=0
+        )
     resumed = make_model()
-    resumed.fit(
-        batches,
-        epochs=2,
-        callbacks=[ModelCheckpoint(tmp_path / "ckpt", every_n_steps=2)],
-        resume="latest",
-        verbose=0,
-    )
+    keeper = ModelCheckpoint(folder, every_n_steps=2)
+    resumed.fit(data(), epochs=2, callbacks=[keeper], resume="latest", verbose=0)
     for a, b in zip(whole.net.parameters(), resumed.net.parameters(), strict=True):
         assert torch.equal(a, b)
     assert whole.history["loss"].tolist() == resumed.history["loss"].tolist()

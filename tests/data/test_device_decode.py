@@ -1,15 +1,10 @@
 """ember.data.device_decode on the CPU (the same code as on a GPU, with the CPU decoders): workers
 read bytes only, batches are decoded and augmented where the model runs, training resumes exactly."""
 
-import pytest
 import torch
-from torch import nn
 
-import ember
-from ember.callbacks import ModelCheckpoint
 from ember.data.device_decode import DecodedBatches, decoded_batches
-from tests.data.test_decode import _mixed_folder
-from tests.step_callbacks import Crash, CrashAt
+from tests.data.test_decode import _mixed_folder, assert_resumes_exactly
 
 
 def test_batches_are_normalized_squares_with_labels(tmp_path):
@@ -47,14 +42,6 @@ def test_crops_follow_the_seed_epoch_and_batch_not_the_workers(tmp_path):
     assert not torch.equal(next(iter(batches))[0], runs[0][0])  # another epoch, other crops
 
 
-def make_model():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
-    return ember.Model(net).compile(
-        nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.01), device="cpu"
-    )
-
-
 def test_fit_resumes_mid_epoch_exactly(tmp_path):
     root = _mixed_folder(tmp_path / "imgs")
 
@@ -63,23 +50,4 @@ def test_fit_resumes_mid_epoch_exactly(tmp_path):
             root, 16, batch_size=4, device="cpu", seed=1, num_workers=2, cache_dir=tmp_path / "c"
         )
 
-    whole = make_model()
-    whole.fit(data(), epochs=2, verbose=0)
-    with pytest.raises(Crash):  # 4 steps per epoch: the checkpoint of step 6 is mid-epoch 2
-        make_model().fit(
-            data(),
-            epochs=2,
-            callbacks=[ModelCheckpoint(tmp_path / "k", every_n_steps=2), CrashAt(7)],
-            verbose=0,
-        )
-    resumed = make_model()
-    resumed.fit(
-        data(),
-        epochs=2,
-        callbacks=[ModelCheckpoint(tmp_path / "k", every_n_steps=2)],
-        resume="latest",
-        verbose=0,
-    )
-    for a, b in zip(whole.net.parameters(), resumed.net.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert whole.history["loss"].tolist() == resumed.history["loss"].tolist()
+    assert_resumes_exactly(data, tmp_path / "k")
