@@ -47,7 +47,7 @@ def log_records(path):
 def run_of(tmp_path, run_id):
     """(config, history rows) of the offline run(s) with ``run_id`` under ``tmp_path``, in order."""
     config, rows = {}, []
-    segments = tmp_path.glob(f"wandb/offline-run-*/run-{run_id}.wandb")  # a resumed run adds one
+    segments = tmp_path.glob(f"**/wandb/offline-run-*/run-{run_id}.wandb")  # a resumed run adds one
     for path in sorted(segments, key=lambda p: p.stat().st_mtime_ns):
         for record in log_records(path):
             kind = record.WhichOneof("record_type")
@@ -88,12 +88,15 @@ def test_offline_run_records_config_steps_and_epochs(tmp_path):
 def test_resumed_fit_continues_the_run_id(tmp_path):
     options = {"epochs": 3, "batch_size": BATCH, "verbose": 0}
     keeper = ModelCheckpoint(tmp_path / "ckpt", every_n_steps=4)
-    first = WandbLogger("tests", mode="offline", dir=str(tmp_path))
+    first = WandbLogger("tests", mode="offline", dir=str(tmp_path / "first"))
     with pytest.raises(Crash):
         make_model().fit(DATA, callbacks=[first, keeper, EveryStepRefresh(), CrashAt(6)], **options)
-    second = WandbLogger("tests", mode="offline", dir=str(tmp_path))
+    # a resumed process writes its own segment (here in its own folder: wandb names a segment by
+    # the second it started, and two starts within one second would otherwise need its renaming)
+    second = WandbLogger("tests", mode="offline", dir=str(tmp_path / "second"))
     keeper = ModelCheckpoint(tmp_path / "ckpt", every_n_steps=4)
     make_model().fit(DATA, callbacks=[second, keeper, EveryStepRefresh()], resume="latest", **options)
+    assert (first.failed, second.failed) == (None, None)
     assert second.run_id == first.run_id
     _, rows = run_of(tmp_path, first.run_id)
     steps = [row["global_step"] for row in rows if "train/loss" in row]

@@ -40,6 +40,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
         pid = os.fork()
         if pid == 0:  # child: save forever, new folders and one replaced in place
             try:
+                torch.set_num_threads(1)  # the parent's intra-op thread pool does not survive a fork
                 step = 1000 * trial
                 while True:
                     step += 1
@@ -49,7 +50,8 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
                 os._exit(0)
         time.sleep(rng.uniform(0.0, 0.06))
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"child ended: {status}"
         found = list_checkpoints(tmp_path)
         for path in found:  # every listed checkpoint is complete and consistent
             value, step = _value(path)

@@ -126,6 +126,20 @@ def test_a_truncated_image_is_named_when_read_or_by_a_full_check(tmp_path):
         image_folder(root, verify="full", cache_dir=tmp_path / "cache")
 
 
+def test_persistent_workers_name_the_epoch_the_loader_is_in(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    bad = root / "dogs" / "late.jpg"
+    _truncated_jpeg(bad)
+    dataset = image_folder(root, cache_dir=tmp_path / "cache")
+    index = [path for path, _ in dataset.samples].index(str(bad))
+    only_bad = torch.utils.data.Subset(dataset, [index])
+    loader = torch.utils.data.DataLoader(only_bad, num_workers=1, persistent_workers=True)
+    for epoch in range(3):  # the worker started in epoch 1 is kept
+        dataset.set_epoch(epoch)
+        with pytest.raises(DataError, match=rf"\(epoch {epoch + 1}, worker 0\)"):
+            list(loader)
+
+
 def test_the_scan_cache_rechecks_changed_added_and_removed_files_only(tmp_path, monkeypatch):
     from ember.data import scan
 

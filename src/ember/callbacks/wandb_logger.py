@@ -90,10 +90,6 @@ class WandbLogger(Tracker):
             return 0, 0
         return int(run.summary.get("global_step", 0)), int(run.summary.get("epoch", 0))
 
-    def on_validation_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        """A validation inside an epoch, as ``validation/<name>`` at the global step."""
-        self._submit_metrics({f"validation/{k}": v for k, v in logs.items()}, state.step, "step")
-
     def _log_metrics(self, values: dict[str, float], step: int, axis: str) -> None:
         self._run.log({**values, "global_step" if axis == "step" else "epoch": step})
 

@@ -54,7 +54,7 @@ class ImageFolder(datasets.ImageFolder):
         loader: Callable[[str], Any] | None = None,
     ) -> None:
         self._scanned = samples  # (path, class name), as make_dataset returns them
-        self.epoch: int | None = None
+        self._epoch = torch.full((), -1, dtype=torch.int64).share_memory_()  # persistent workers see it
         self.on_bad_file = on_bad_file
         self.failures = failures
         self.skipped_at_build: list[tuple[str, str]] = []
@@ -75,9 +75,16 @@ class ImageFolder(datasets.ImageFolder):
         """The scanned files (no second walk of the folder)."""
         return [(path, class_to_idx[name]) for path, name in self._scanned]
 
+    @property
+    def epoch(self) -> int | None:
+        """The epoch being read (0-based; None until a loader says), named in read errors."""
+        value = int(self._epoch)
+        return None if value < 0 else value
+
     def set_epoch(self, epoch: int) -> None:
-        """The epoch being read (named in read errors)."""
-        self.epoch = epoch
+        """Say which epoch is read. The value lives in shared memory, so workers that outlive an
+        epoch (``persistent_workers=True``) name the right one too."""
+        self._epoch.fill_(epoch)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         sample = self._load(index)  # only reading the file is guarded: a transform's error is the user's
