@@ -38,7 +38,7 @@ def read_header(file: BinaryIO) -> Header | None:
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return Header("GIF", _little(head[6:8]), _little(head[8:10]))
     if head[:2] == b"BM" and len(head) >= 26:
-        return Header("BMP", _little(head[18:22]), abs(int.from_bytes(head[22:26], "little", signed=True)))
+        return _bmp(head)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return Header("WEBP")
     if head[:4] in (b"II*\x00", b"MM\x00*"):
@@ -69,6 +69,14 @@ def _jpeg(file: BinaryIO, data: bytes) -> Header:
             continue
         position += 2 + _big(data[position + 2 : position + 4])
     return Header("JPEG")
+
+
+def _bmp(head: bytes) -> Header:
+    """The size in a BMP's info header: 16-bit fields in the 12-byte OS/2 core header, 32-bit ones
+    (a negative height: rows stored top-down) in the Windows headers of 40 bytes and more."""
+    if _little(head[14:18]) == 12:
+        return Header("BMP", _little(head[18:20]), _little(head[20:22]))
+    return Header("BMP", _little(head[18:22]), abs(int.from_bytes(head[22:26], "little", signed=True)))
 
 
 def _big(raw: bytes) -> int:
