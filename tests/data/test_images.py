@@ -165,6 +165,21 @@ def test_the_scan_cache_rechecks_changed_added_and_removed_files_only(tmp_path, 
     assert opened == [str(changed)]
 
 
+def test_a_file_that_cannot_be_opened_is_checked_again_at_the_next_build(tmp_path):
+    root = _tree(tmp_path / "imgs")
+    link = root / "cats" / "elsewhere.png"
+    target = tmp_path / "not_yet.png"
+    link.symlink_to(target)  # dangling: neither a stat nor an open works
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=rf"{re.escape(str(link))}: cannot open"):
+        image_folder(root, cache_dir=cache)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        skipping = image_folder(root, on_bad_file="skip", cache_dir=cache)
+    assert len(skipping) == 6 and [path for path, _ in skipping.skipped] == [str(link)]
+    Image.new("RGB", (8, 6)).save(target)  # the link now resolves: the verdict is not kept
+    assert len(image_folder(root, cache_dir=cache)) == 7
+
+
 def _loader_batches(dataset, workers):
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=workers, shuffle=False)
     return [(x.clone(), y.clone()) for x, y in loader]

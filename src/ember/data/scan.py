@@ -14,11 +14,13 @@ Knows PIL and the standard library.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
-from collections.abc import Iterable
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISDIR
 
 from ember.data.cachedir import cache_folder
 from ember.data.image_header import read_header
@@ -35,19 +37,26 @@ __all__ = [
 ]
 
 VERIFY_MODES = ("header", "full", "none")
-_CACHE_VERSION = 1
+_CHUNK = 256  # files per header-reading task
+_BLOCKING_SECONDS = 25e-6  # a header read slower than this per file waits on the storage
+_CACHE_VERSION = 2  # 2: the listing as columns
 
 
 def header_problem(path: str) -> str | None:
     """What is wrong with ``path`` as seen from its header (None: nothing): its signature is read
-    directly (``read_header``); PIL is asked only about a signature that is not a common one."""
+    directly (``read_header``, through the file descriptor: a buffered file object costs more
+    than the read); PIL is asked only about a signature that is not a common one."""
     try:
-        with open(path, "rb") as file:
-            header = read_header(file)
-            empty = file.tell() == 0
+        file = _Descriptor(os.open(path, os.O_RDONLY))
     except OSError as exc:
         return f"cannot open ({exc})"
-    if empty:
+    try:
+        header = read_header(file)
+    except OSError as exc:
+        return f"cannot read ({exc})"
+    finally:
+        os.close(file.fd)
+    if file.position == 0:
         return "empty file (0 bytes)"
     if header is not None and header.truncated:
         return f"truncated {header.format} (the file ends inside its header)"
@@ -59,6 +68,19 @@ def header_problem(path: str) -> str | None:
     if expected is not None and expected != found:
         return f"{found} data in a {suffix} file (the extension names {expected})"
     return None
+
+
+class _Descriptor:
+    """``read`` on an open file descriptor, counting the bytes read."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.position = 0
+
+    def read(self, size: int) -> bytes:
+        data = os.read(self.fd, size)
+        self.position += len(data)
+        return data
 
 
 _EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".ppm": "PPM", ".pgm": "PPM"}
@@ -104,37 +126,135 @@ def scan_images(
     if verify not in VERIFY_MODES:
         raise DataError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
     prefix = os.path.abspath(root) + os.sep
-    listed = {name: _files(prefix + name, extensions) for name in classes}
+    listing = _Files()
+    counts = {name: listing.add(prefix, name, extensions) for name in classes}
     if verify == "none":
-        return [(path, name) for name, files in listed.items() for path, _, _ in files], []
+        return _sorted_out(prefix, counts, listing, {})
     cache_file = cache_folder("scans", cache_dir) / f"{_key(prefix, verify)}.json"
-    known = _read_cache(cache_file, prefix, verify)
-    skip = len(prefix)
-    everything = [file for files in listed.values() for file in files]
-    fresh = [
-        (path, size, mtime)
-        for path, size, mtime in everything
-        if not _same(known.get(path[skip:]), size, mtime)
-    ]
-    problems = _check([path for path, _, _ in fresh], verify)
-    for (path, size, mtime), problem in zip(fresh, problems, strict=True):
-        if problem is None or not problem.startswith("cannot open"):  # an open may work next time
-            known[path[skip:]] = [size, mtime, problem]
+    cached = _read_cache(cache_file, prefix, verify)
+    if cached.columns() == listing.columns():  # nothing changed: one comparison of three lists
+        listing.problems = cached.problems
+    else:
+        _rescan(prefix, listing, cached, verify)
+        _write_cache(cache_file, prefix, verify, listing)
+    return _sorted_out(prefix, counts, listing, _failed_when_read(failures_file(root, cache_dir)))
+
+
+class _Files:
+    """A listing as three columns (paths under the root, sizes, modification times) and the
+    problems of the files a check rejected: what the scan cache holds."""
+
+    def __init__(self, columns: tuple[list, list, list] = ([], [], []), problems: dict | None = None) -> None:
+        self.paths: list[str] = list(columns[0])
+        self.sizes: list[int] = list(columns[1])
+        self.mtimes: list[int] = list(columns[2])
+        self.problems: dict[str, str] = problems or {}
+
+    def columns(self) -> tuple[list[str], list[int], list[int]]:
+        return self.paths, self.sizes, self.mtimes
+
+    def add(self, prefix: str, folder: str, extensions: tuple[str, ...]) -> int:
+        """Append the files under ``prefix + folder`` with one of ``extensions``, in the order of
+        ``sorted(os.walk(..., followlinks=True))`` (by folder, then by name), one stat each;
+        returns their count. A file that cannot be stat'ed (a dangling link, removed meanwhile)
+        gets size and time -1: the check then names it."""
+        before = len(self.paths)
+        folders = [prefix + folder]  # a heap: a subfolder's path sorts after its parent's
+        while folders:
+            directory = heapq.heappop(folders)
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:  # as os.walk: an unreadable folder is left out
+                continue
+            for subfolder in self._add_files(directory, names, len(prefix), extensions):
+                heapq.heappush(folders, subfolder)
+        return len(self.paths) - before
+
+    def _add_files(
+        self, directory: str, names: list[str], skip: int, extensions: tuple[str, ...]
+    ) -> list[str]:
+        """Append the image files among ``names`` (sorted) of ``directory``; returns its subfolders."""
+        add_path, add_size, add_mtime = self.paths.append, self.sizes.append, self.mtimes.append
+        stat, sep, relative = os.stat, os.sep, directory[skip:] + os.sep
+        subfolders = []
+        for name in names:
+            path = directory + sep + name
+            if not name.lower().endswith(extensions):
+                if os.path.isdir(path):
+                    subfolders.append(path)
+                continue
+            try:
+                info = stat(path)
+            except OSError:
+                size = mtime = -1
+            else:
+                if S_ISDIR(info.st_mode):  # a folder named like an image
+                    subfolders.append(path)
+                    continue
+                size, mtime = info.st_size, info.st_mtime_ns
+            add_path(relative + name)
+            add_size(size)
+            add_mtime(mtime)
+        return subfolders
+
+
+def _rescan(prefix: str, listing: _Files, cached: _Files, verify: str) -> None:
+    """Set ``listing.problems``: the cached verdict of a file whose size and modification time are
+    unchanged, a new check of every other one. A file that could not be opened is checked again
+    next time (its time becomes -2, which no stat gives)."""
+    known = dict(zip(cached.paths, zip(cached.sizes, cached.mtimes, strict=True), strict=True))
+    columns = zip(*listing.columns(), strict=True)
+    fresh = [i for i, (path, size, mtime) in enumerate(columns) if known.get(path) != (size, mtime)]
+    checked = _check([prefix + listing.paths[i] for i in fresh], verify)
+    found = dict(zip((listing.paths[i] for i in fresh), checked, strict=True))
+    for i, problem in zip(fresh, checked, strict=True):
+        if problem is not None and problem.startswith("cannot open"):  # an open may work next time
+            listing.mtimes[i] = -2
+    problems = {}
+    for path in listing.paths:
+        problem = found[path] if path in found else cached.problems.get(path)
+        if problem is not None:
+            problems[path] = problem
+    listing.problems = problems
+
+
+def _sorted_out(
+    prefix: str, counts: dict[str, int], listing: _Files, failed: dict[str, tuple[str, int, int]]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(good, bad)`` in listing order: ``(path, class name)`` of the files without a problem and
+    ``(path, problem)`` of the others, among them those that passed the check but failed when read
+    since (and are unchanged)."""
+    good: list[tuple[str, str]] = []
+    bad: list[tuple[str, str]] = []
+    start = 0
+    for name, count in counts.items():
+        end = start + count
+        if not listing.problems and not failed:  # the common case: every file is good
+            good += [(prefix + rel, name) for rel in listing.paths[start:end]]
         else:
-            known[path[skip:]] = [-2, -2, problem]  # never matches a stat: checked again next build
-    total = sum(len(files) for files in listed.values())
-    if fresh or len(known) != total:  # something changed: rewrite the cache without removed files
-        kept = {path[skip:] for files in listed.values() for path, _, _ in files}
-        _write_cache(cache_file, prefix, verify, {rel: known[rel] for rel in kept})
-    failed = _failed_when_read(failures_file(root, cache_dir))
-    good, bad = [], []
-    for name, files in listed.items():
-        for path, size, mtime in files:
-            problem = known[path[skip:]][2]
-            if problem is None and failed.get(path, (None,))[1:] == (size, mtime):
-                problem = f"failed when read: {failed[path][0]}"
-            (good if problem is None else bad).append((path, name if problem is None else problem))
+            for i in range(start, end):
+                _sort_one(prefix + listing.paths[i], name, listing, i, failed, good, bad)
+        start = end
     return good, bad
+
+
+def _sort_one(
+    path: str,
+    name: str,
+    listing: _Files,
+    i: int,
+    failed: dict[str, tuple[str, int, int]],
+    good: list[tuple[str, str]],
+    bad: list[tuple[str, str]],
+) -> None:
+    problem = listing.problems.get(listing.paths[i])
+    record = failed.get(path)
+    if problem is None and record is not None and record[1:] == (listing.sizes[i], listing.mtimes[i]):
+        problem = f"failed when read: {record[0]}"
+    if problem is None:
+        good.append((path, name))
+    else:
+        bad.append((path, problem))
 
 
 def failures_file(root: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -177,42 +297,31 @@ def _failed_when_read(file: Path | None) -> dict[str, tuple[str, int, int]]:
     return found
 
 
-def _same(entry: list | None, size: int, mtime: int) -> bool:
-    return entry is not None and entry[0] == size and entry[1] == mtime
-
-
-def _files(folder: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
-    """``(path, size, mtime_ns)`` of the files under ``folder`` with one of ``extensions``, in the
-    order of ``sorted(os.walk(folder))`` (by folder, then by name): one stat per file."""
-    listed: list[tuple[str, int, int]] = []
-    append, stat, sep = listed.append, os.stat, os.sep
-    for directory, _, names in sorted(os.walk(folder, followlinks=True)):
-        names.sort()
-        for name in names:
-            if name.lower().endswith(extensions):
-                path = directory + sep + name
-                try:
-                    info = stat(path)
-                except OSError:  # a dangling link, a file removed meanwhile: the check names it
-                    append((path, -1, -1))
-                    continue
-                append((path, info.st_size, info.st_mtime_ns))
-    return listed
-
-
-def _check(paths: list[str], verify: str) -> Iterable[str | None]:
-    """Each file's problem: header reads in threads (I/O bound), decodes in processes."""
+def _check(paths: list[str], verify: str) -> list[str | None]:
+    """Each file's problem: headers read here, or in threads when reading blocks; decodes in processes."""
     if not paths:
         return []
-    if verify == "header":  # chunks: one task per 256 files, not per file
-        chunks = [paths[start : start + 256] for start in range(0, len(paths), 256)]
-        with ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:
-            return [problem for chunk in pool.map(_headers, chunks) for problem in chunk]
+    if verify == "header":
+        return _check_headers(paths)
     from tqdm import tqdm
 
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         results = pool.map(decode_problem, paths, chunksize=64)
         return list(tqdm(results, total=len(paths), desc="verifying images", unit="image", disable=None))
+
+
+def _check_headers(paths: list[str]) -> list[str | None]:
+    """Header problems of ``paths``. The first 256 files are read in this thread: when that took
+    more than 25 us a file, reading waits on the storage (a cold disk, a network file system) and
+    the rest goes to threads, one task per 256 files; else (files in the page cache) this thread is
+    faster than threads contending for the interpreter."""
+    start = time.perf_counter()
+    problems = _headers(paths[:_CHUNK])
+    if time.perf_counter() - start < _BLOCKING_SECONDS * len(problems):
+        return problems + _headers(paths[_CHUNK:])
+    chunks = [paths[first : first + _CHUNK] for first in range(_CHUNK, len(paths), _CHUNK)]
+    with ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:
+        return problems + [problem for chunk in pool.map(_headers, chunks) for problem in chunk]
 
 
 def _headers(paths: list[str]) -> list[str | None]:
@@ -223,22 +332,24 @@ def _key(root: str, verify: str) -> str:
     return hashlib.sha256(f"{root}\0{verify}".encode()).hexdigest()[:32]
 
 
-def _read_cache(file: Path, root: str, verify: str) -> dict[str, list]:
-    """``{path under root: [size, mtime_ns, problem]}`` from an earlier scan ({} when there is
-    none or it is unreadable: the files are then checked again)."""
+def _read_cache(file: Path, root: str, verify: str) -> _Files:
+    """The listing and problems of an earlier scan (empty when there is none or it is unreadable:
+    the files are then checked again)."""
     try:
         saved = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    expected = {"version": _CACHE_VERSION, "root": root, "verify": verify}
-    if any(saved.get(key) != value for key, value in expected.items()):
-        return {}
-    return saved.get("files", {})
+        expected = {"version": _CACHE_VERSION, "root": root, "verify": verify}
+        if any(saved.get(key) != value for key, value in expected.items()):
+            return _Files()
+        return _Files((saved["paths"], saved["sizes"], saved["mtimes"]), saved["problems"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _Files()
 
 
-def _write_cache(file: Path, root: str, verify: str, files: dict[str, list]) -> None:
+def _write_cache(file: Path, root: str, verify: str, listing: _Files) -> None:
     """Write the scan atomically; a cache that cannot be written only costs the next build time."""
-    document = {"version": _CACHE_VERSION, "root": root, "verify": verify, "files": files}
+    document = {"version": _CACHE_VERSION, "root": root, "verify": verify}
+    document |= {"paths": listing.paths, "sizes": listing.sizes, "mtimes": listing.mtimes}
+    document["problems"] = listing.problems
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")

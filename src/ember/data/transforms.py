@@ -37,9 +37,9 @@ def evaluation(size: int | None = None) -> T.Compose:
 
 
 class Uint8ToFloat:
-    """The last step after a uint8 pipeline (``ember.data.decode``): float32 in [0, 1], then
-    normalized by ``mean`` and ``std``, with torchvision's v2 functional ops (no Compose: a third
-    of the per-image cost at 64 x 64).
+    """The last step after a uint8 pipeline (``ember.data.decode``): float32 in [0, 1], normalized
+    by ``mean`` and ``std``, as one fused ``x * (1 / (255 std)) - mean / std`` (torchvision's
+    ``to_dtype`` then ``normalize`` within 1e-6, at under half the per-image cost at 64 x 64).
 
     Example:
         >>> white = torch.full((3, 2, 2), 255, dtype=torch.uint8)
@@ -52,9 +52,14 @@ class Uint8ToFloat:
     ) -> None:
         self.mean = list(mean)
         self.std = list(std)
+        mean_t = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
+        std_t = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
+        self._scale = (1 / (255 * std_t)).float()
+        self._shift = (-mean_t / std_t).float()
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional
-
-        scaled = functional.to_dtype(image, torch.float32, scale=True)
-        return functional.normalize(scaled, self.mean, self.std)
+        scale, shift = self._scale, self._shift
+        if scale.device != image.device:  # batches decoded on the device
+            scale, shift = scale.to(image.device), shift.to(image.device)
+            self._scale, self._shift = scale, shift
+        return torch.addcmul(shift, image.float(), scale)

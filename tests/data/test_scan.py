@@ -1,0 +1,61 @@
+"""scan_images' header check: the same verdicts whether the headers are read in one thread (files
+in the page cache) or in threads (reading waits on the storage)."""
+
+import pytest
+from PIL import Image
+
+from ember.data import scan
+
+EXTENSIONS = (".png", ".jpg")
+
+
+def _folder(root, files):
+    for index in range(files):
+        folder = root / ("a" if index % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (5 + index % 7, 4)).save(folder / f"{index:04d}.png")
+    (root / "a" / "0001.png").write_bytes(b"")
+    (root / "b" / "0002.png").write_bytes(b"plain text")
+    (root / "b" / "0004.png").rename(root / "b" / "0004.jpg")
+
+
+@pytest.mark.parametrize("blocking_seconds", [1.0, 0.0], ids=["one thread", "threads"])
+def test_headers_read_in_one_thread_or_in_threads_give_the_same_verdicts(
+    tmp_path, monkeypatch, blocking_seconds
+):
+    monkeypatch.setattr(scan, "_BLOCKING_SECONDS", blocking_seconds)
+    _folder(tmp_path / "imgs", 600)  # three tasks of 256 files: the first here, the others in threads
+    good, bad = scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=tmp_path / "cache")
+    assert len(good) == 597
+    assert [(path.rsplit("/", 2)[1:], problem.split(" (")[0]) for path, problem in bad] == [
+        (["a", "0001.png"], "empty file"),
+        (["b", "0002.png"], "not an image"),
+        (["b", "0004.jpg"], "PNG data in a .jpg file"),
+    ]
+    assert [path for path, _ in good][:2] == [
+        str(tmp_path / "imgs" / "a" / name) for name in ("0003.png", "0005.png")
+    ]
+
+
+def test_nested_folders_are_listed_in_torchvisions_order(tmp_path):
+    from torchvision.datasets.folder import make_dataset
+
+    root = tmp_path / "imgs"
+    for relative in ("a/x/1.png", "a/x-z/2.png", "a/x/y/3.png", "a/0.png", "a/x.png/4.png", "b/5.png"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(root / relative)
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "b" / "gone.png").symlink_to(tmp_path / "missing.png")  # listed; the check names it
+    listed, bad = scan.scan_images(root, ["a", "b"], EXTENSIONS, verify="none")
+    expected = make_dataset(str(root), {"a": 0, "b": 1}, extensions=EXTENSIONS)
+    assert bad == []
+    assert [path for path, _ in listed] == [path for path, _ in expected]
+    assert [path.split("imgs/")[1] for path, _ in listed] == [  # folders sorted as strings: - . /
+        "a/0.png",
+        "a/x/1.png",
+        "a/x-z/2.png",
+        "a/x.png/4.png",
+        "a/x/y/3.png",
+        "b/5.png",
+        "b/gone.png",
+    ]

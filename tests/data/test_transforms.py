@@ -1,0 +1,30 @@
+"""Uint8ToFloat against torchvision's to_dtype + normalize, for one image and for a batch."""
+
+import torch
+from torchvision.transforms.v2 import functional
+
+from ember.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Uint8ToFloat
+
+
+def _reference(images, mean, std):
+    return functional.normalize(functional.to_dtype(images, torch.float32, scale=True), mean, std)
+
+
+def test_one_image_and_a_batch_match_torchvision_to_1e6():
+    images = torch.randint(
+        0, 256, (5, 3, 16, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    convert = Uint8ToFloat()
+    for batch in (images[0], images, images.permute(0, 1, 3, 2)):  # a non-contiguous view too
+        out = convert(batch)
+        assert out.dtype == torch.float32 and out.shape == batch.shape
+        torch.testing.assert_close(
+            out, _reference(batch, list(IMAGENET_MEAN), list(IMAGENET_STD)), rtol=0, atol=1e-6
+        )
+
+
+def test_other_statistics_and_one_channel():
+    images = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    out = Uint8ToFloat(mean=(0.5,), std=(0.25,))(images)
+    expected = torch.tensor([[[-2.0, 2.0], [-1.2, -0.4]]])
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
