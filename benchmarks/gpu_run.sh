@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check as one command, on a machine with a CUDA GPU and ember's dependencies installed:
-# the CUDA tests (tests/gpu), then benchmarks/gpu_cifar2.py and benchmarks/imdb_gpu.py. Logs and
+# the CUDA tests (tests/gpu), then benchmarks/gpu_cifar2.py, benchmarks/imdb_gpu.py and
+# benchmarks/image_folder.py on the GPU (its device-decode side: nvJPEG batches). Logs and
 # JSON results go to $OUT (default benchmarks/results). Data: $EMBER_DATA, else ../shared/data
 # (`make device-data` copies it into .device-data/ for machines that only get the repository).
 # Usage: bash benchmarks/gpu_run.sh   (PYTHON=... to choose the interpreter)
@@ -17,4 +18,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee 
 status=${PIPESTATUS[0]}
 (cd benchmarks && "$python" gpu_cifar2.py --out "$out") 2>&1 | tee "$out/gpu_cifar2.log"
 (cd benchmarks && "$python" imdb_gpu.py --out "$out") 2>&1 | tee "$out/imdb_gpu.log"
+workers=$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))
+(cd benchmarks && "$python" image_folder.py --files 4000 --repeats 3 --epoch-repeats 3 \
+  --workers "$workers" --device cuda --folder "$out/.image-bench" --out "$out") 2>&1 | tee "$out/image_folder_gpu.log"
+rm -rf "$out/.image-bench"
 exit "$status"

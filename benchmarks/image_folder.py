@@ -13,7 +13,12 @@ the tutorial's pipeline (torchvision ImageFolder, PIL transforms, DataLoader) vs
 ``ember.data.loader``: the crop drawn before decoding, the JPEG decoded at a reduced DCT scale,
 float and normalize last); images per second, interleaved, medians. Target >= 1.5x.
 
-Usage: ``python benchmarks/image_folder.py [--files N] [--repeats N] [--folder DIR]``.
+With ``--device cuda`` (the GPU script) every side's batches end on the GPU, and a third side
+reads: ``ember.data.device_decode.decoded_batches``, whose workers only read file bytes while each
+batch is decoded (nvJPEG) and cropped, flipped and normalized on the GPU.
+
+Usage: ``python benchmarks/image_folder.py [--files N] [--repeats N] [--epoch-repeats N]
+[--workers N] [--device cuda] [--folder DIR] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +38,10 @@ from torchvision import transforms as T
 from _common import median, timed, write_result
 from ember.data import image_folder, loader
 from ember.data.decode import RandomResizedCropDecode
+from ember.data.device_decode import decoded_batches
 from ember.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Uint8ToFloat
 
-SIZE, BATCH, WORKERS = 64, 64, 2
+SIZE, BATCH = 64, 64
 
 
 def make_folder(root: Path, files: int) -> Path:
@@ -54,23 +61,27 @@ def make_folder(root: Path, files: int) -> Path:
     return root
 
 
-def epoch(batches: DataLoader, files: int) -> float:
-    """Images per second of one pass over ``batches`` (every batch checked for its shape)."""
+def epoch(batches: Any, files: int, device: torch.device) -> float:
+    """Images per second of one pass over ``batches``, each batch on ``device`` (and checked)."""
     seen = 0
 
     def run() -> None:
         nonlocal seen
         seen = 0
         for images, _ in batches:
+            images = images.to(device, non_blocking=True)
             assert images.shape[1:] == (3, SIZE, SIZE) and images.dtype == torch.float32
             seen += len(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     seconds = timed(run)
     assert seen == files
     return files / seconds
 
 
-def measure_epochs(root: Path, files: int, repeats: int, cache: Path) -> dict[str, float]:
+def reading_sides(root: Path, workers: int, cache: Path, device: torch.device) -> dict[str, Any]:
+    """The pipelines that read one epoch: the tutorial's, ember's, and on CUDA ember's device decode."""
     tutorial = datasets.ImageFolder(
         str(root),
         T.Compose(
@@ -83,23 +94,38 @@ def measure_epochs(root: Path, files: int, repeats: int, cache: Path) -> dict[st
         ),
     )
     fast = image_folder(root, loader=RandomResizedCropDecode(SIZE), transform=Uint8ToFloat(), cache_dir=cache)
+    pin = device.type == "cuda"
     sides = {
-        "tutorial": DataLoader(tutorial, batch_size=BATCH, shuffle=True, num_workers=WORKERS),
-        "ember": loader(fast, batch_size=BATCH, shuffle=True, num_workers=WORKERS, seed=0),
+        "tutorial": DataLoader(tutorial, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=pin),
+        "ember": loader(fast, batch_size=BATCH, shuffle=True, num_workers=workers, seed=0),
     }
+    if device.type == "cuda":
+        sides["ember_device_decode"] = decoded_batches(
+            root, SIZE, BATCH, device=device, seed=0, num_workers=workers, cache_dir=cache
+        )
+    return sides
+
+
+def measure_epochs(
+    root: Path, files: int, repeats: int, cache: Path, workers: int, device: torch.device
+) -> dict[str, float]:
+    sides = reading_sides(root, workers, cache, device)
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for repeat in range(repeats):
         for name in sides if repeat % 2 == 0 else reversed(list(sides)):
-            rates[name].append(epoch(sides[name], files))
-    tutorial_rate, ember_rate = median(rates["tutorial"]), median(rates["ember"])
-    print(f"one epoch, {WORKERS} workers: tutorial {tutorial_rate:.0f} images/s")
-    speedup = ember_rate / tutorial_rate
-    print(f"one epoch, {WORKERS} workers: ember {ember_rate:.0f} images/s = {speedup:.2f}x (target >= 1.5)")
-    return {
-        "tutorial_images_per_s": tutorial_rate,
-        "ember_images_per_s": ember_rate,
-        "speedup": ember_rate / tutorial_rate,
-    }
+            rates[name].append(epoch(sides[name], files, device))
+    tutorial_rate = median(rates["tutorial"])
+    print(f"one epoch, {workers} workers, on {device}: tutorial {tutorial_rate:.0f} images/s")
+    result = {"workers": workers, "device": str(device), "tutorial_images_per_s": tutorial_rate}
+    for name in list(sides)[1:]:
+        rate = median(rates[name])
+        print(
+            f"one epoch, {workers} workers, on {device}: {name} {rate:.0f} images/s = "
+            f"{rate / tutorial_rate:.2f}x (target >= 1.5)"
+        )
+        result[f"{name}_images_per_s"] = rate
+        result[f"{name}_speedup"] = rate / tutorial_rate
+    return result
 
 
 def main() -> None:
@@ -107,7 +133,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epoch-repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where batches go: cpu, or cuda (adds device decode)")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "ember-image-bench")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON results")
     args = parser.parse_args()
     root = make_folder(args.folder / f"jpeg{args.files}", args.files)
     warm_cache = Path(tempfile.mkdtemp(prefix="ember-scan-warm-"))
@@ -125,10 +154,13 @@ def main() -> None:
     for name, seconds, target in (("cold (headers)", cold, 25), ("warm (cached scan)", warm, 3)):
         ratio = seconds / listing
         print(f"ember image_folder, {name:18}: {seconds * 1e3:8.1f} ms = {ratio:5.1f}x (target <= {target})")
-    reading = measure_epochs(root, args.files, args.epoch_repeats, warm_cache)
-    write_result("image_folder_epoch", {"files": args.files, "repeats": args.epoch_repeats, **reading})
+    device = torch.device(args.device)
+    reading = measure_epochs(root, args.files, args.epoch_repeats, warm_cache, args.workers, device)
+    suffix = "_gpu" if device.type == "cuda" else ""
+    payload = {"files": args.files, "repeats": args.epoch_repeats, **reading}
+    write_result(f"image_folder_epoch{suffix}", payload, args.out)
     write_result(
-        "image_folder_build",
+        f"image_folder_build{suffix}",
         {
             "files": args.files,
             "repeats": args.repeats,
@@ -138,6 +170,7 @@ def main() -> None:
             "cold_over_listing": cold / listing,
             "warm_over_listing": warm / listing,
         },
+        args.out,
     )
 
 

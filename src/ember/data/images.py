@@ -163,7 +163,7 @@ def image_folder(
         transform, target_transform: as for torchvision's ImageFolder.
         on_bad_file: "error" raises DataError naming the first file the check rejects; "skip"
             leaves such files out, lists them in ``dataset.skipped`` and warns with their count.
-        verify: "header" (default): read every file's header, in parallel threads (empty files,
+        verify: "header" (default): read every file's header (empty files,
             non-images, a format that contradicts the extension); damaged pixel data is then found
             when the image is read. "full": decode everything once, in processes. "none": list only.
             The result is cached per file (``cache_dir``, default ``~/.cache/ember/scans``), so a

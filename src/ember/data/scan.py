@@ -1,13 +1,14 @@
 """scan_images: the image files of a ``root/<class>/...`` folder and what is wrong with each, checked
-in parallel and cached, so building an image folder costs about a directory listing the second time.
+and cached, so building an image folder costs about a directory listing the second time.
 
-``verify="header"`` (the default of ``image_folder``) opens each file and reads its header in
-threads: an empty file, a file that is not an image, or one whose extension names another format (PNG
-data in a ``.jpg``) is found here; a file whose pixel data is damaged further in (a truncated JPEG)
-is found when it is read. ``"full"`` decodes every image, in processes, with a progress bar;
-``"none"`` lists files only. The result of a header or full check is cached per file (size and
-modification time) in ember's cache folder, keyed by the folder's absolute path and the mode: an
-unchanged file is not opened again; a changed or added one is checked, a removed one drops out.
+``verify="header"`` (the default of ``image_folder``) opens each file and reads its header (in
+threads when reading waits on the storage): an empty file, a file that is not an image, or one
+whose extension names another format (PNG data in a ``.jpg``) is found here; a file whose pixel
+data is damaged further in (a truncated JPEG) is found when it is read. ``"full"`` decodes every
+image, in processes, with a progress bar; ``"none"`` lists files only. The result of a header or
+full check is cached per file (size and modification time) in ember's cache folder, keyed by the
+folder's absolute path and the mode, as columns: an unchanged folder is one comparison of lists,
+an unchanged file is not opened again; a changed or added one is checked, a removed one drops out.
 Knows PIL and the standard library.
 """
 
