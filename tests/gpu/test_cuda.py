@@ -159,3 +159,30 @@ def test_fit_on_device_with_an_image_folder_and_augmentation(tmp_path):
     model = _model(cuda_graphs=True)
     history = model.fit(folder, epochs=4, batch_size=20, on_device=True, augment=random_flip(), verbose=0)
     assert history["accuracy"].iloc[-1] == 1.0
+
+
+@needs_cuda
+def test_device_decode_on_cuda_matches_the_cpu_decoders(tmp_path):
+    from PIL import Image
+
+    from ember.data.device_decode import decoded_batches
+    from tests.data.test_decode import _mixed_folder
+
+    root = _mixed_folder(tmp_path / "imgs")
+    for flat in root.glob("*/flat.png"):  # JPEGs only: each batch goes through nvJPEG in one call
+        flat.unlink()
+    Image.new("RGB", (70, 90), (9, 9, 9)).save(root / "cats" / "flat.jpg")
+    runs = {}
+    for device in ("cuda", "cpu"):
+        batches = decoded_batches(root, 32, batch_size=4, device=device, seed=5, num_workers=2,
+                                  cache_dir=tmp_path / "c")  # fmt: skip
+        runs[device] = [(images.cpu(), labels.cpu()) for images, labels in batches]
+        assert all(images.device.type == device for images, _ in batches)
+    for (gpu, gpu_labels), (cpu, cpu_labels) in zip(runs["cuda"], runs["cpu"], strict=True):
+        assert torch.equal(gpu_labels, cpu_labels)  # the same crops: the seed, not the device, draws them
+        assert (gpu - cpu).abs().mean() < 0.03  # nvJPEG's IDCT is not libjpeg-turbo's, bit for bit
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    model = ember.Model(net).compile(loss=nn.CrossEntropyLoss(), metrics=["accuracy"], device="cuda")
+    batches = decoded_batches(root, 32, batch_size=4, device="cuda", seed=5, cache_dir=tmp_path / "c")
+    history = model.fit(batches, epochs=2, verbose=0)
+    assert len(history) == 2 and history["loss"].notna().all()
