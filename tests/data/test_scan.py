@@ -1,6 +1,8 @@
 """scan_images' header check: the same verdicts whether the headers are read in one thread (files
 in the page cache) or in threads (reading waits on the storage)."""
 
+import json
+
 import pytest
 from PIL import Image
 
@@ -59,3 +61,29 @@ def test_nested_folders_are_listed_in_torchvisions_order(tmp_path):
         "b/5.png",
         "b/gone.png",
     ]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda doc: "{not json",
+        lambda doc: json.dumps({**doc, "sizes": doc["sizes"][:-1]}),  # columns of unequal length
+        lambda doc: json.dumps({**doc, "problems": []}),
+        lambda doc: json.dumps({**doc, "version": 1}),  # an older format
+    ],
+    ids=["not json", "unequal columns", "problems not a mapping", "older version"],
+)
+def test_a_damaged_or_older_cache_is_ignored_and_rewritten(tmp_path, monkeypatch, damage):
+    _folder(tmp_path / "imgs", 20)
+    cache = tmp_path / "cache"
+    first = scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache)
+    (cache_file,) = cache.glob("*.json")
+    cache_file.write_text(damage(json.loads(cache_file.read_text())))
+    opened = []
+    real = scan.header_problem
+    monkeypatch.setattr(scan, "header_problem", lambda path: opened.append(path) or real(path))
+    assert scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache) == first
+    assert len(opened) == 20  # every file checked again
+    opened.clear()
+    assert scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache) == first
+    assert opened == []  # and the cache written anew

@@ -232,30 +232,23 @@ def _sorted_out(
         end = start + count
         if not listing.problems and not failed:  # the common case: every file is good
             good += [(prefix + rel, name) for rel in listing.paths[start:end]]
-        else:
-            for i in range(start, end):
-                _sort_one(prefix + listing.paths[i], name, listing, i, failed, good, bad)
+            start = end
+            continue
+        for i in range(start, end):
+            path = prefix + listing.paths[i]
+            problem = _problem(listing, i, failed.get(path))
+            (good if problem is None else bad).append((path, name if problem is None else problem))
         start = end
     return good, bad
 
 
-def _sort_one(
-    path: str,
-    name: str,
-    listing: _Files,
-    i: int,
-    failed: dict[str, tuple[str, int, int]],
-    good: list[tuple[str, str]],
-    bad: list[tuple[str, str]],
-) -> None:
+def _problem(listing: _Files, i: int, failure: tuple[str, int, int] | None) -> str | None:
+    """The problem of file ``i``: its check's, else the recorded read ``failure`` while the file
+    is unchanged since (same size and modification time)."""
     problem = listing.problems.get(listing.paths[i])
-    record = failed.get(path)
-    if problem is None and record is not None and record[1:] == (listing.sizes[i], listing.mtimes[i]):
-        problem = f"failed when read: {record[0]}"
-    if problem is None:
-        good.append((path, name))
-    else:
-        bad.append((path, problem))
+    if problem is None and failure is not None and failure[1:] == (listing.sizes[i], listing.mtimes[i]):
+        return f"failed when read: {failure[0]}"
+    return problem
 
 
 def failures_file(root: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -334,16 +327,21 @@ def _key(root: str, verify: str) -> str:
 
 
 def _read_cache(file: Path, root: str, verify: str) -> _Files:
-    """The listing and problems of an earlier scan (empty when there is none or it is unreadable:
-    the files are then checked again)."""
+    """The listing and problems of an earlier scan (empty when there is none or it is unreadable
+    or inconsistent: the files are then checked again)."""
     try:
         saved = json.loads(file.read_text())
         expected = {"version": _CACHE_VERSION, "root": root, "verify": verify}
         if any(saved.get(key) != value for key, value in expected.items()):
             return _Files()
-        return _Files((saved["paths"], saved["sizes"], saved["mtimes"]), saved["problems"])
-    except (OSError, ValueError, KeyError, TypeError):
+        columns = (saved["paths"], saved["sizes"], saved["mtimes"])
+        problems = saved["problems"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return _Files()
+    lengths = {len(column) if isinstance(column, list) else -1 for column in columns}
+    if len(lengths) != 1 or -1 in lengths or not isinstance(problems, dict):
+        return _Files()
+    return _Files(columns, problems)
 
 
 def _write_cache(file: Path, root: str, verify: str, listing: _Files) -> None:
