@@ -116,7 +116,7 @@ def measure_epochs(
             rates[name].append(epoch(sides[name], files, device))
     tutorial_rate = median(rates["tutorial"])
     print(f"one epoch, {workers} workers, on {device}: tutorial {tutorial_rate:.0f} images/s")
-    result = {"workers": workers, "device": str(device), "tutorial_images_per_s": tutorial_rate}
+    result = {"workers": workers, "batches_on": str(device), "tutorial_images_per_s": tutorial_rate}
     for name in list(sides)[1:]:
         rate = median(rates[name])
         print(

@@ -79,11 +79,52 @@ def test_a_damaged_or_older_cache_is_ignored_and_rewritten(tmp_path, monkeypatch
     first = scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache)
     (cache_file,) = cache.glob("*.json")
     cache_file.write_text(damage(json.loads(cache_file.read_text())))
-    opened = []
-    real = scan.header_problem
-    monkeypatch.setattr(scan, "header_problem", lambda path: opened.append(path) or real(path))
+    opened = _counting_opens(monkeypatch)
     assert scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache) == first
     assert len(opened) == 20  # every file checked again
     opened.clear()
     assert scan.scan_images(tmp_path / "imgs", ["a", "b"], EXTENSIONS, cache_dir=cache) == first
     assert opened == []  # and the cache written anew
+
+
+def _counting_opens(monkeypatch, answer=None):
+    """Record the paths whose header is read; ``answer(path)`` may replace the verdict."""
+    opened = []
+    real = scan.header_problem
+
+    def header_problem(path):
+        opened.append(path)
+        replaced = answer(path) if answer is not None else None
+        return replaced if replaced is not None else real(path)
+
+    monkeypatch.setattr(scan, "header_problem", header_problem)
+    return opened
+
+
+def test_a_cached_verdict_stands_when_another_file_changes(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    _folder(root, 20)
+    cache = tmp_path / "cache"
+    _, bad = scan.scan_images(root, ["a", "b"], EXTENSIONS, cache_dir=cache)
+    opened = _counting_opens(monkeypatch)
+    Image.new("RGB", (3, 3)).save(root / "a" / "new.png")  # the folder changed: a rescan
+    good, again = scan.scan_images(root, ["a", "b"], EXTENSIONS, cache_dir=cache)
+    assert opened == [str(root / "a" / "new.png")]  # the bad files were not opened again
+    assert again == bad and len(bad) == 3 and len(good) == 18
+
+
+def test_a_file_that_could_not_be_opened_or_read_is_checked_again(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    _folder(root, 20)
+    flaky = {
+        str(root / "a" / "0003.png"): "cannot open (denied)",
+        str(root / "b" / "0006.png"): "cannot read (EIO)",
+    }
+    opened = _counting_opens(monkeypatch, answer=flaky.get)
+    _, bad = scan.scan_images(root, ["a", "b"], EXTENSIONS, cache_dir=tmp_path / "cache")
+    assert sorted(path for path, problem in bad if problem in flaky.values()) == sorted(flaky)
+    flaky.clear()  # the storage answers again; the files did not change
+    opened.clear()
+    good, bad = scan.scan_images(root, ["a", "b"], EXTENSIONS, cache_dir=tmp_path / "cache")
+    assert sorted(opened) == sorted([str(root / "a" / "0003.png"), str(root / "b" / "0006.png")])
+    assert len(good) == 17 and len(bad) == 3

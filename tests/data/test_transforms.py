@@ -1,9 +1,11 @@
 """Uint8ToFloat against torchvision's to_dtype + normalize, for one image and for a batch."""
 
+import pytest
 import torch
 from torchvision.transforms.v2 import functional
 
 from ember.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Uint8ToFloat
+from ember.errors import DataError
 
 
 def _reference(images, mean, std):
@@ -28,3 +30,13 @@ def test_other_statistics_and_one_channel():
     out = Uint8ToFloat(mean=(0.5,), std=(0.25,))(images)
     expected = torch.tensor([[[-2.0, 2.0], [-1.2, -0.4]]])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [torch.rand(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8), torch.zeros(4, 4, 3, dtype=torch.uint8)],
+    ids=["float input", "no channel dimension", "channels last"],
+)
+def test_what_it_does_not_take_is_named(image):
+    with pytest.raises(DataError, match=rf"uint8 images of 3 channels.*got {image.dtype} of shape"):
+        Uint8ToFloat()(image)

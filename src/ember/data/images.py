@@ -1,7 +1,7 @@
 """Image folders on torchvision's ImageFolder, with bad files found up front, and a decoded cache.
 
-``image_folder`` checks the files when it is built (``ember.data.scan``: headers in parallel by
-default, cached, so a second build costs a listing; a zero-byte, non-image or mislabelled file raises
+``image_folder`` checks the files when it is built (``ember.data.scan``: every header by default,
+cached, so a second build costs a listing; a zero-byte, non-image or mislabelled file raises
 DataError naming it, or is skipped and counted); an image whose pixel data fails later, when read,
 raises DataError naming the file, the epoch and the worker instead of a bare PIL error.
 ``cache_images`` decodes a folder once into a uint8 N x C x H x W ``.npy`` (memory-mapped on load).
@@ -80,6 +80,10 @@ class ImageFolder(datasets.ImageFolder):
         """The epoch being read (0-based; None until a loader says), named in read errors."""
         value = int(self._epoch)
         return None if value < 0 else value
+
+    @epoch.setter
+    def epoch(self, epoch: int | None) -> None:
+        self._epoch.fill_(-1 if epoch is None else epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Say which epoch is read. The value lives in shared memory, so workers that outlive an

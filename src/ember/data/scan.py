@@ -21,7 +21,6 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from stat import S_ISDIR
 
 from ember.data.cachedir import cache_folder
 from ember.data.image_header import read_header
@@ -163,53 +162,48 @@ class _Files:
         folders = [prefix + folder]  # a heap: a subfolder's path sorts after its parent's
         while folders:
             directory = heapq.heappop(folders)
+            images: list[str] = []
             try:
-                names = sorted(os.listdir(directory))
+                with os.scandir(directory) as listed:
+                    for entry in listed:  # the entry's type is known without a stat (links aside)
+                        if entry.is_dir():
+                            heapq.heappush(folders, entry.path)
+                        elif entry.name.lower().endswith(extensions):
+                            images.append(entry.name)
             except OSError:  # as os.walk: an unreadable folder is left out
                 continue
-            for subfolder in self._add_files(directory, names, len(prefix), extensions):
-                heapq.heappush(folders, subfolder)
+            images.sort()
+            self._add_files(directory, images, len(prefix))
         return len(self.paths) - before
 
-    def _add_files(
-        self, directory: str, names: list[str], skip: int, extensions: tuple[str, ...]
-    ) -> list[str]:
-        """Append the image files among ``names`` (sorted) of ``directory``; returns its subfolders."""
+    def _add_files(self, directory: str, names: list[str], skip: int) -> None:
+        """Append the files ``names`` (sorted) of ``directory`` with their sizes and times."""
         add_path, add_size, add_mtime = self.paths.append, self.sizes.append, self.mtimes.append
         stat, sep, relative = os.stat, os.sep, directory[skip:] + os.sep
-        subfolders = []
         for name in names:
-            path = directory + sep + name
-            if not name.lower().endswith(extensions):
-                if os.path.isdir(path):
-                    subfolders.append(path)
-                continue
             try:
-                info = stat(path)
+                info = stat(directory + sep + name)
             except OSError:
                 size = mtime = -1
             else:
-                if S_ISDIR(info.st_mode):  # a folder named like an image
-                    subfolders.append(path)
-                    continue
                 size, mtime = info.st_size, info.st_mtime_ns
             add_path(relative + name)
             add_size(size)
             add_mtime(mtime)
-        return subfolders
 
 
 def _rescan(prefix: str, listing: _Files, cached: _Files, verify: str) -> None:
     """Set ``listing.problems``: the cached verdict of a file whose size and modification time are
     unchanged, a new check of every other one. A file that could not be opened is checked again
-    next time (its time becomes -2, which no stat gives)."""
+    next time, as is one whose read failed (an I/O error may pass): its time becomes -2, which no
+    stat gives."""
     known = dict(zip(cached.paths, zip(cached.sizes, cached.mtimes, strict=True), strict=True))
     columns = zip(*listing.columns(), strict=True)
     fresh = [i for i, (path, size, mtime) in enumerate(columns) if known.get(path) != (size, mtime)]
     checked = _check([prefix + listing.paths[i] for i in fresh], verify)
     found = dict(zip((listing.paths[i] for i in fresh), checked, strict=True))
     for i, problem in zip(fresh, checked, strict=True):
-        if problem is not None and problem.startswith("cannot open"):  # an open may work next time
+        if problem is not None and problem.startswith(("cannot open", "cannot read")):
             listing.mtimes[i] = -2
     problems = {}
     for path in listing.paths:

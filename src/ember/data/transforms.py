@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torchvision import transforms as T
 
+from ember.errors import DataError
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Uint8ToFloat", "evaluation", "train_augmentation"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,8 +60,14 @@ class Uint8ToFloat:
         self._shift = (-mean_t / std_t).float()
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """``image``: uint8, channels first (``C x H x W`` or a batch ``N x C x H x W``)."""
+        channels = len(self.mean)
+        if image.dtype != torch.uint8 or image.dim() < 3 or image.shape[-3] != channels:
+            raise DataError(
+                f"Uint8ToFloat takes uint8 images of {channels} channels, channels first "
+                f"(C x H x W or N x C x H x W); got {image.dtype} of shape {tuple(image.shape)}"
+            )
         scale, shift = self._scale, self._shift
-        if scale.device != image.device:  # batches decoded on the device
+        if scale.device != image.device:  # batches decoded on the device: the CPU copies stay
             scale, shift = scale.to(image.device), shift.to(image.device)
-            self._scale, self._shift = scale, shift
         return torch.addcmul(shift, image.float(), scale)
