@@ -40,3 +40,14 @@ def test_other_statistics_and_one_channel():
 def test_what_it_does_not_take_is_named(image):
     with pytest.raises(DataError, match=rf"uint8 images of 3 channels.*got {image.dtype} of shape"):
         Uint8ToFloat()(image)
+
+
+def test_factors_moved_to_a_device_are_kept_but_not_pickled():
+    import pickle
+
+    convert = Uint8ToFloat()
+    convert._factors[torch.device("meta")] = (torch.empty(3, 1, 1, device="meta"),) * 2  # a stand-in device
+    restored = pickle.loads(pickle.dumps(convert))
+    assert list(restored._factors) == [torch.device("cpu")]
+    image = torch.full((3, 2, 2), 255, dtype=torch.uint8)
+    torch.testing.assert_close(restored(image), convert(image), rtol=0, atol=0)

@@ -56,8 +56,8 @@ class Uint8ToFloat:
         self.std = list(std)
         mean_t = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
         std_t = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
-        self._scale = (1 / (255 * std_t)).float()
-        self._shift = (-mean_t / std_t).float()
+        cpu = torch.device("cpu")
+        self._factors = {cpu: ((1 / (255 * std_t)).float(), (-mean_t / std_t).float())}
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """``image``: uint8, channels first (``C x H x W`` or a batch ``N x C x H x W``)."""
@@ -67,7 +67,15 @@ class Uint8ToFloat:
                 f"Uint8ToFloat takes uint8 images of {channels} channels, channels first "
                 f"(C x H x W or N x C x H x W); got {image.dtype} of shape {tuple(image.shape)}"
             )
-        scale, shift = self._scale, self._shift
-        if scale.device != image.device:  # batches decoded on the device: the CPU copies stay
-            scale, shift = scale.to(image.device), shift.to(image.device)
+        factors = self._factors.get(image.device)
+        if factors is None:  # batches decoded on the device: copied there once, not per batch
+            factors = tuple(t.to(image.device) for t in self._factors[torch.device("cpu")])
+            self._factors[image.device] = factors
+        scale, shift = factors
         return torch.addcmul(shift, image.float(), scale)
+
+    def __getstate__(self) -> dict:
+        """Pickled (into loader workers) with the CPU factors only."""
+        state = dict(self.__dict__)
+        state["_factors"] = {torch.device("cpu"): self._factors[torch.device("cpu")]}
+        return state
