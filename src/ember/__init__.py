@@ -8,6 +8,7 @@ from typing import Any
 
 from ember.checkpoint import (
     LoadReport,
+    consolidate,
     export,
     load_checkpoint,
     load_exported,
@@ -56,6 +57,7 @@ __all__ = [
     "StepContext",
     "StepOutput",
     "__version__",
+    "consolidate",
     "export",
     "launch",
     "load_checkpoint",

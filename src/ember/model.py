@@ -25,6 +25,7 @@ from ember.data.order import Shard
 from ember.data.stream import StreamEpochs
 from ember.ema import WeightAverage
 from ember.errors import ConfigError
+from ember.fsdp import DEFAULT_MIN_PARAMS
 from ember.graphs import StepGraph, step_graph_for
 from ember.interrupts import trap_signals
 from ember.loop import StepContext, fit_loop, run_eval, run_predict, start_fit
@@ -41,6 +42,8 @@ from ember.options import (
     named_optimizers,
     plateau_monitor,
     prepare_net,
+    rebind_optimizers,
+    sharding_of,
     with_sample_weight,
     with_target,
 )
@@ -119,6 +122,10 @@ class Model(StepMethods):
         channels_last: bool = False,
         jit: bool = False,
         cuda_graphs: bool = False,
+        strategy: str = "ddp",
+        fsdp_blocks: Sequence[type] = (),
+        fsdp_min_params: int = DEFAULT_MIN_PARAMS,
+        reshard_after_forward: bool = True,
     ) -> Model:
         """Choose loss, optimizer, metrics, schedule, precision and device; returns self.
 
@@ -161,18 +168,27 @@ class Model(StepMethods):
                 warm-up steps and replay it for every batch of the same shapes (other shapes, and
                 steps that cannot be captured, run eagerly with a warning; the capture time goes to
                 ``compile_seconds``). Elsewhere a warning says the steps run eagerly.
+            strategy: how several processes (torchrun) share the work: "ddp" (each holds the
+                whole model) or "fsdp" (PyTorch's FSDP2: each holds a shard of the weights, the
+                gradients and the optimizer state; checkpoints are sharded). One process: unsharded.
+            fsdp_blocks: module classes sharded one by one under "fsdp" (e.g. the transformer block).
+            fsdp_min_params: without ``fsdp_blocks``, direct children with at least this many
+                parameters are sharded one by one; the rest belongs to the root's unit.
+            reshard_after_forward: under "fsdp", free gathered weights after each unit's forward.
         """
         self.compile_arguments = arguments_of(locals())
         check_compile_arguments(self.net, optimizer, scheduler_interval, grad_clip)
         self.objective = Objective(loss, loss_weights, target, weighted)
         self.metrics = self.objective.metrics(metrics)
-        self.runtime = create_runtime(device, precision)
+        self.runtime = create_runtime(device, precision, strategy, **sharding_of(locals()))
+        names = {id(p): name for name, p in self.net.named_parameters()}
         self.net, self._train_net = prepare_net(self.net, self.runtime, channels_last, jit)
         self._channels_last, self._jit = channels_last, jit
         self._jit_untimed = jit
         self.loss = self.objective.fn
         self._train_loss = torch.compile(self.loss) if jit and self.loss else self.loss  # checks: plain
         self.optimizers = named_optimizers(optimizer, self.net, self.runtime.device)
+        rebind_optimizers(self.optimizers, names, self.net)
         self.optimizer = next(iter(self.optimizers.values()))
         self.scheduler = make_scheduler(scheduler, self.optimizer)
         self.scheduler_interval = scheduler_interval
@@ -268,8 +284,10 @@ class Model(StepMethods):
         meters = start_fit(state, (train, val), int(epochs), self.metrics, self.device, cbs.callbacks, budget)
         self._unchecked = {"train", "eval"}
         try:
-            resumed = None if resume is None else resolve_resume(resume, cbs.callbacks)
-            mid_epoch = resumed is not None and load_training(self, resumed, epochs)
+            resumed = None if resume is None else resolve_resume(resume, cbs.callbacks, self.runtime)
+            mid_epoch = resumed is not None and self.runtime.together(
+                lambda: load_training(self, resumed, epochs)
+            )
             if self._graphs is not None:
                 self._graphs.begin(train)
             with trap_signals(state):
@@ -354,7 +372,7 @@ class Model(StepMethods):
     def load(self, path: str | Path) -> Model:
         """Load a checkpoint folder written by :meth:`save` (weights, optimizer, history, counters)."""
         self._require_compiled()
-        load_training(self, path, restore_rng=False)
+        self.runtime.together(lambda: load_training(self, path, restore_rng=False))
         return self
 
     def evaluate(self, data: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:

@@ -41,6 +41,8 @@ __all__ = [
     "named_optimizers",
     "plateau_monitor",
     "prepare_net",
+    "rebind_optimizers",
+    "sharding_of",
     "split_batch",
     "with_sample_weight",
     "with_target",
@@ -250,6 +252,56 @@ def check_optimizer_owns(optimizer: torch.optim.Optimizer, net: nn.Module) -> No
             "the optimizer holds none of this model's parameters, so training would change nothing; "
             "create it from model.parameters() / net.parameters()"
         )
+
+
+def sharding_of(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``compile``'s FSDP options (``args``: its arguments) as FSDPRuntime's keyword arguments;
+    none for strategy "ddp". CUDA graphs are refused with "fsdp": a captured step cannot hold
+    FSDP2's all-gathers and reduce-scatters, which it schedules on their own streams."""
+    if args["strategy"] != "fsdp":
+        return {}
+    blocks = tuple(args["fsdp_blocks"])
+    for block in blocks:
+        if not (isinstance(block, type) and issubclass(block, nn.Module)):
+            raise ConfigError(f"fsdp_blocks holds {block!r}; give module classes, e.g. fsdp_blocks=(Block,)")
+    check_count("fsdp_min_params", args["fsdp_min_params"], 0)
+    if args["cuda_graphs"]:
+        raise ConfigError(
+            "cuda_graphs=True cannot be used with strategy='fsdp': a captured step cannot hold FSDP's "
+            "all-gathers and reduce-scatters; compile without cuda_graphs"
+        )
+    return {
+        "blocks": blocks,
+        "min_params": args["fsdp_min_params"],
+        "reshard_after_forward": bool(args["reshard_after_forward"]),
+    }
+
+
+def rebind_optimizers(
+    optimizers: Mapping[str, torch.optim.Optimizer], names: Mapping[int, str], net: nn.Module
+) -> None:
+    """Point optimizers built over ``net``'s parameters before it was sharded at its sharded ones
+    (FSDP2 replaces each parameter object); ``names``: parameter id -> name before sharding. The
+    optimizer objects stay the user's; one that already holds state is refused (its moments
+    belong to the unsharded tensors)."""
+    now = dict(net.named_parameters())
+    for key, optimizer in optimizers.items():
+        groups = optimizer.param_groups
+        moved = [[now.get(names.get(id(p), ""), p) for p in group["params"]] for group in groups]
+        if all(
+            a is b
+            for group, new in zip(groups, moved, strict=True)
+            for a, b in zip(group["params"], new, strict=True)
+        ):
+            continue
+        if optimizer.state:
+            raise ConfigError(
+                f"the optimizer {key!r} already holds state (it has stepped), which belongs to the "
+                "unsharded parameters: build it fresh before compile(strategy='fsdp'), or leave "
+                "optimizer=None for the default Adam"
+            )
+        for group, new in zip(groups, moved, strict=True):
+            group["params"] = new
 
 
 def check_materialized(net: nn.Module) -> None:

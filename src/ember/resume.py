@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from ember.checkpoint.format import MANIFEST, list_checkpoints
-from ember.checkpoint.objects import load_states, save_states
+from ember.checkpoint.objects import save_states, state_files
+from ember.checkpoint.sharded import rank_suffix, write_sharded
 from ember.data.adapt import data_state, load_data_state
 from ember.errors import CheckpointError, ConfigError
+from ember.reshard import load_process_states
 
 __all__ = [
     "interrupt_note",
@@ -72,7 +74,8 @@ def save_training(model: Any, path: str | Path) -> Path:
     """Write ``model``'s full training state (see the module docstring) to checkpoint folder ``path``.
 
     With several processes this is collective: every process sends its RNG states and running sums,
-    process 0 writes, and the outcome (success or the error) is shared, so all processes raise together.
+    process 0 writes, and the outcome (success or the error) is shared, so all processes raise
+    together. A sharded run (FSDP) writes a sharded checkpoint: every process its own files.
     """
     state, runtime = model.state, model.runtime
     in_epoch = state.train_meter is not None and state.epoch > state.epochs_done
@@ -81,11 +84,15 @@ def save_training(model: Any, path: str | Path) -> Path:
         "meter": state.train_meter.state_dict() if in_epoch else None,
         "window": _open_window(model) if in_epoch else None,
     }
+    if runtime.sharded:
+        states, extra, info = _training_states(model, in_epoch, local, runtime.world_size)
+        files, layout = state_files(states, extra, rank_suffix(runtime.rank))
+        return write_sharded(path, files, layout, info, runtime)
     parts = runtime.gather_objects(local)
     error = None
     if runtime.is_main:
         try:
-            _write_training(model, path, in_epoch, parts)
+            save_states(path, *_training_states(model, in_epoch, parts, len(parts)))
         except Exception as exc:  # shared below, so that no process waits for a checkpoint that failed
             error = f"{type(exc).__name__}: {exc}"
     error = runtime.broadcast_object(error)
@@ -117,14 +124,22 @@ def _restore_window(model: Any, saved: dict[str, Any] | None, path: Path) -> Non
     window.load_state_dict(saved, model.net)
 
 
-def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[dict[str, Any]]) -> Path:
+def _training_states(
+    model: Any, in_epoch: bool, parts: Any, world: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(states, extra, info)`` of a checkpoint; ``parts``: the per-process states, a list over
+    processes (one writer) or this process's own (a sharded checkpoint, one file set per process)."""
     state = model.state
-    states: dict[str, Any] = {"model": model.net.state_dict(), "rng": [p["rng"] for p in parts]}
+    own = isinstance(parts, dict)
+    states: dict[str, Any] = {
+        "model": model.net.state_dict(),
+        "rng": parts["rng"] if own else [p["rng"] for p in parts],
+    }
     for name, obj in _training_objects(model).items():
         states[name] = model.optimizer_state_dict() if name == "optimizer" else obj.state_dict()
     if in_epoch:
-        states["meter"] = [p["meter"] for p in parts]
-        states["window"] = [p["window"] for p in parts]
+        for key in ("meter", "window"):
+            states[key] = parts[key] if own else [p[key] for p in parts]
     states["callbacks"] = {key: cb.state_dict() for key, cb in _callback_keys(state.callbacks)}
     data_epoch, position = (state.epoch - 1, state.batch) if in_epoch else (state.epochs_done, 0)
     progress = {**state.progress.state_dict(), "batch": state.batch if in_epoch else 0, "in_epoch": in_epoch}
@@ -133,9 +148,9 @@ def _write_training(model: Any, path: str | Path, in_epoch: bool, parts: list[di
         "progress": progress,
         "history": model.history_rows,
         "data": None if state.train_data is None else data_state(state.train_data, data_epoch, position),
-        "world_size": len(parts),
+        "world_size": world,
     }
-    return save_states(path, states, extra, info={"epoch": state.epoch, "step": state.step})
+    return states, extra, {"epoch": state.epoch, "step": state.step}
 
 
 def _load_into(obj: Any, state: Any, name: str, path: Path) -> None:
@@ -181,10 +196,7 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
         restore_rng: put back the random states (resuming a fit); ``Model.load`` leaves them alone.
     """
     path = Path(path)
-    states, extra = load_states(path)
-    world = model.runtime.world_size
-    if extra["world_size"] != world:
-        raise CheckpointError(f"{path} was saved by {extra['world_size']} processes; this run has {world}")
+    states, extra, mine = load_process_states(model, path)
     _check_classes(extra.get("classes", {}), _classes(model), path)  # before anything is loaded
     _load_into(model.net, states["model"], "model", path)
     objects = _training_objects(model)
@@ -203,23 +215,22 @@ def load_training(model: Any, path: str | Path, epochs: int | None = None, resto
     state.progress.load_state_dict(progress)
     if epochs is not None:
         state.epochs = state.fit_start_epoch + int(epochs)
-    rank = model.runtime.rank
     if progress["in_epoch"] and state.train_meter is not None:
-        state.train_meter.load_state_dict(states["meter"][rank])
-        _restore_window(model, states.get("window", [None] * world)[rank], path)
+        state.train_meter.load_state_dict(mine["meter"])
+        _restore_window(model, mine.get("window"), path)
     for key, cb in _callback_keys(state.callbacks):
         if key in states["callbacks"]:
             cb.load_state_dict(states["callbacks"][key])
     if state.train_data is not None:
         load_data_state(state.train_data, extra["data"])
     if restore_rng:
-        restore_rng_states(states["rng"][rank])
+        restore_rng_states(mine["rng"])
     return bool(progress["in_epoch"])
 
 
-def resolve_resume(resume: str | Path, callbacks: list[Any]) -> Path:
-    """The checkpoint folder ``resume`` names: a checkpoint, a folder of them (the newest), or
-    "latest" (the newest of the ModelCheckpoint among ``callbacks``)."""
+def _candidates(resume: str | Path, callbacks: list[Any]) -> tuple[Path, list[Path]]:
+    """``(path, checkpoints oldest first)``: the path ``resume`` names in this process and the
+    complete checkpoints there (the path itself when it is one)."""
     if resume == "latest":
         folders = [cb.dirpath for cb in callbacks if hasattr(cb, "dirpath") and hasattr(cb, "latest")]
         if not folders:
@@ -227,11 +238,36 @@ def resolve_resume(resume: str | Path, callbacks: list[Any]) -> Path:
         resume = folders[0]
     path = Path(resume)
     if (path / MANIFEST).exists():
-        return path
-    found = [p for p in list_checkpoints(path) if p.name != "best"] or list_checkpoints(path)
-    if not found:
-        raise CheckpointError(f"nothing to resume from: {path} holds no complete checkpoint")
-    return found[-1]
+        return path, [path]
+    return path, [p for p in list_checkpoints(path) if p.name != "best"] or list_checkpoints(path)
+
+
+def resolve_resume(resume: str | Path, callbacks: list[Any], runtime: Any) -> Path:
+    """The checkpoint folder ``resume`` names: a checkpoint, a folder of them (the newest), or
+    "latest" (the newest of the ModelCheckpoint among ``callbacks``).
+
+    With several processes each looks in its own folder (nodes may have their own disks), and all
+    take the newest checkpoint every process has; when one process has none of them, every
+    process raises an error naming the file that process lacks and its node.
+    """
+    path, found = _candidates(resume, callbacks)
+    everyone = runtime.gather_objects((str(path), [p.name for p in found], runtime.node))
+    first_path, first_names, _ = everyone[0]
+    if not first_names:
+        raise CheckpointError(f"nothing to resume from: {first_path} holds no complete checkpoint")
+    common = [name for name in first_names if all(name in names for _, names, _ in everyone)]
+    if common:
+        return next(p for p in found if p.name == common[-1])
+    name = first_names[-1]
+    rank, (lacking, _, node) = next((r, e) for r, e in enumerate(everyone) if name not in e[1])
+    itself = Path(first_path).name == name  # resume named the checkpoint, not its folder
+    missing = (Path(lacking) if itself else Path(lacking) / name) / MANIFEST
+    raise CheckpointError(
+        f"cannot resume: {missing} is missing on process {rank} ({node}), while process 0 resumes "
+        f"from {Path(first_path) if itself else Path(first_path) / name}; a DDP checkpoint is "
+        "written by process 0 alone, so every node must see its folder (a filesystem they share), "
+        "while with strategy='fsdp' every process writes and reads its own shards"
+    )
 
 
 def interrupt_note(state: Any) -> str:

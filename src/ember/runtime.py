@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import socket
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +18,12 @@ import torch
 import torch.distributed as dist
 
 from ember._tree import tree_map
-from ember.errors import ConfigError
+from ember.errors import CheckpointError, ConfigError
 
-__all__ = ["PRECISIONS", "DistributedRuntime", "Runtime", "create_runtime", "resolve_device"]
+__all__ = ["PRECISIONS", "STRATEGIES", "DistributedRuntime", "Runtime", "create_runtime", "resolve_device"]
 
 PRECISIONS = ("32", "bf16", "16")
+STRATEGIES = ("ddp", "fsdp")
 _NO_SYNC = contextlib.nullcontext()  # reusable: entering it does nothing (also "32"'s autocast)
 
 
@@ -57,11 +60,21 @@ class Runtime:
         self.autocast_cache = True
         self.rank = 0
         self.world_size = 1
+        self.sharded = False  # True when each process holds a shard of the weights (FSDP)
 
     @property
     def is_main(self) -> bool:
         """True in the process that prints and writes files."""
         return self.rank == 0
+
+    @property
+    def node(self) -> str:
+        """This process's machine, for messages: ``node <GROUP_RANK> (<host name>)``."""
+        return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()})"
+
+    def together(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, where an error in one process is raised in every process (one process: as is)."""
+        return fn()
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -176,6 +189,22 @@ class DistributedRuntime(Runtime):
         dist.broadcast_object_list(box, src=src)
         return box[0]
 
+    def together(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in every process; when it raises in any of them, every process raises a
+        CheckpointError naming the first that failed (its rank, node and error), so none waits
+        for the others at a later collective."""
+        try:
+            result, failure = fn(), None
+        except Exception as exc:  # shared below; the failing process chains its own
+            result, failure = exc, f"{type(exc).__name__}: {exc}"
+        reports = self.gather_objects((failure, self.node))
+        failed = [(rank, error, node) for rank, (error, node) in enumerate(reports) if error is not None]
+        if not failed:
+            return result
+        rank, error, node = failed[0]
+        message = f"process {rank} of {self.world_size} on {node} failed: {error}"
+        raise CheckpointError(message) from (result if failure is not None else None)
+
 
 def _restart_store(timeout: timedelta) -> dist.Store | None:
     """Under torchrun, a store whose keys are private to this restart attempt, so a restarted process
@@ -195,9 +224,25 @@ def _restart_store(timeout: timedelta) -> dist.Store | None:
     return dist.PrefixStore(f"ember/attempt{attempt}", store)
 
 
-def create_runtime(device: str | torch.device | None = None, precision: str = "32") -> Runtime:
-    """A DistributedRuntime under torchrun / ember.launch (WORLD_SIZE > 1), else the serial Runtime."""
+def create_runtime(
+    device: str | torch.device | None = None, precision: str = "32", strategy: str = "ddp", **sharding: Any
+) -> Runtime:
+    """A DistributedRuntime under torchrun / ember.launch (WORLD_SIZE > 1; ``strategy="fsdp"``: the
+    fully sharded one, configured by ``sharding``), else the serial Runtime (with a warning when
+    "fsdp" was asked for: one process has nothing to shard over)."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if strategy == "fsdp":
+            from ember.fsdp import FSDPRuntime  # loaded only by fully sharded runs
+
+            return FSDPRuntime(device, precision, **sharding)
         return DistributedRuntime(device, precision)
+    if strategy == "fsdp":
+        warnings.warn(
+            "strategy='fsdp' in a single process: there is nothing to shard over, so the model trains "
+            "unsharded (start several processes with torchrun or ember.launch to shard it)",
+            stacklevel=3,
+        )
     return Runtime(device, precision)

@@ -3,10 +3,18 @@
 from ember.checkpoint.export import export, load_exported
 from ember.checkpoint.format import list_checkpoints, read_checkpoint, write_checkpoint
 from ember.checkpoint.objects import load_checkpoint, load_states, save_checkpoint, save_states
-from ember.checkpoint.weights import LoadReport, load_weights, read_state_dict, save_weights, write_state_dict
+from ember.checkpoint.weights import (
+    LoadReport,
+    consolidate,
+    load_weights,
+    read_state_dict,
+    save_weights,
+    write_state_dict,
+)
 
 __all__ = [
     "LoadReport",
+    "consolidate",
     "export",
     "list_checkpoints",
     "load_checkpoint",

@@ -28,16 +28,19 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "atomic_write_bytes",
+    "commit",
     "fsync_dir",
     "list_checkpoints",
+    "manifest_of",
     "read_checkpoint",
     "read_manifest",
     "write_checkpoint",
+    "write_file",
 ]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-_TMP, _OLD = ".ember-tmp-", ".ember-old-"
+TMP_PREFIX, _OLD = ".ember-tmp-", ".ember-old-"
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -96,27 +99,40 @@ def write_checkpoint(path: str | Path, files: dict[str, bytes], info: dict[str, 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stray(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{target.name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}-", dir=target.parent))
     try:
-        entries = {}
-        for name, data in files.items():
-            _write_synced(tmp / name, data)
-            entries[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "ember": _version(),
-            "torch": torch.__version__,
-            "created": time.time(),
-            "info": info or {},
-            "files": entries,
-        }
-        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
-        fsync_dir(tmp)
-        _swap_into_place(tmp, target)
+        entries = {name: write_file(tmp / name, data) for name, data in files.items()}
+        commit(tmp, target, manifest_of(entries, info))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def write_file(path: Path, data: bytes) -> dict[str, Any]:
+    """Write ``data`` to ``path`` and flush it to disk; returns its manifest entry (sha256, size)."""
+    _write_synced(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def manifest_of(entries: dict[str, Any], info: dict[str, Any] | None, **more: Any) -> dict[str, Any]:
+    """The manifest of a checkpoint whose files have ``entries`` (``more``: further sections)."""
+    return {
+        "format": FORMAT_VERSION,
+        "ember": _version(),
+        "torch": torch.__version__,
+        "created": time.time(),
+        "info": info or {},
+        "files": entries,
+        **more,
+    }
+
+
+def commit(tmp: Path, target: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` last into the filled folder ``tmp``, then rename it to ``target``."""
+    _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+    fsync_dir(tmp)
+    _swap_into_place(tmp, target)
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
@@ -143,7 +159,7 @@ def _recover(target: Path) -> None:
 
 def remove_stray(parent: Path) -> None:
     """Delete temporary folders left by interrupted writes (and superseded old copies)."""
-    for entry in parent.glob(f"{_TMP}*"):
+    for entry in parent.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(entry, ignore_errors=True)
     for entry in parent.glob(f"{_OLD}*"):
         name = entry.name[len(_OLD) :].rsplit("-", 1)[0]
@@ -227,7 +243,7 @@ def list_checkpoints(dirpath: str | Path, verify: bool = True) -> list[Path]:
         return []
     found = []
     for entry in folder.iterdir():
-        if entry.name.startswith((_TMP, _OLD)) or not entry.is_dir():
+        if entry.name.startswith((TMP_PREFIX, _OLD)) or not entry.is_dir():
             continue
         manifest = _manifest_or_none(entry)
         if manifest is not None and is_complete(entry, verify):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ember.checkpoint.format import read_checkpoint, read_manifest, write_checkpoint
+from ember.checkpoint.shards import localize
 from ember.checkpoint.tree import decode_tree, encode_tree
 from ember.errors import CheckpointError
 
@@ -27,6 +28,7 @@ __all__ = [
     "load_tensor_bytes",
     "save_checkpoint",
     "save_states",
+    "state_files",
     "tensor_bytes",
 ]
 
@@ -65,6 +67,30 @@ def load_tensor_bytes(data: bytes, where: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{where} is not a valid safetensors file: {exc}") from exc
 
 
+def state_files(
+    states: Mapping[str, Any], extra: Mapping[str, Any] | None = None, suffix: str = ""
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """``(files, layout)``: the files of plain state trees (name -> nested dict/list of tensors and
+    JSON values) and ``extra``, each name ending in ``suffix``; sharded tensors (DTensors) are
+    stored as this process's rows, and ``layout`` names them per state (see ``shards.localize``)."""
+    files: dict[str, bytes] = {}
+    skeletons, layout = {}, {}
+    for name, state in states.items():
+        if not _NAME.match(name) or name in ("state", "manifest", "extra"):
+            raise CheckpointError(f"{name!r} cannot name a checkpoint entry (letters, digits, _ . - only)")
+        skeletons[name], tensors = encode_tree(state)
+        tensors, sharded = localize(tensors)
+        if sharded:
+            layout[name] = sharded
+        files[f"{name}{suffix}.safetensors"] = tensor_bytes(tensors, name)
+    extra_skeleton, extra_tensors = encode_tree(dict(extra or {}))
+    if extra_tensors:
+        files[f"extra{suffix}.safetensors"] = tensor_bytes(extra_tensors, "extra")
+    document = {"objects": skeletons, "extra": extra_skeleton}
+    files[f"{STATE_FILE.removesuffix('.json')}{suffix}.json"] = json.dumps(document, allow_nan=True).encode()
+    return files, layout
+
+
 def save_states(
     path: str | Path,
     states: Mapping[str, Any],
@@ -72,37 +98,47 @@ def save_states(
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write plain state trees (name -> nested dict/list of tensors and JSON values) and ``extra``."""
-    files: dict[str, bytes] = {}
-    skeletons = {}
-    for name, state in states.items():
-        if not _NAME.match(name) or name in ("state", "manifest", "extra"):
-            raise CheckpointError(f"{name!r} cannot name a checkpoint entry (letters, digits, _ . - only)")
-        skeletons[name], tensors = encode_tree(state)
-        files[f"{name}.safetensors"] = tensor_bytes(tensors, name)
-    extra_skeleton, extra_tensors = encode_tree(dict(extra or {}))
-    if extra_tensors:
-        files["extra.safetensors"] = tensor_bytes(extra_tensors, "extra")
-    document = {"objects": skeletons, "extra": extra_skeleton}
-    files[STATE_FILE] = json.dumps(document, allow_nan=True).encode()
+    files, layout = state_files(states, extra)
+    if layout:
+        raise CheckpointError(
+            f"the states {sorted(layout)} hold sharded tensors: a fully sharded run saves them with "
+            "every process (ember.checkpoint.sharded.write_sharded)"
+        )
     return write_checkpoint(path, files, info)
 
 
-def load_states(path: str | Path, names: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(states, extra)`` of a checkpoint folder, every file verified; ``names`` limits the states."""
+Convert = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def load_states(
+    path: str | Path, names: list[str] | None = None, suffix: str = "", convert: Convert | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(states, extra)`` of a checkpoint folder, every file verified; ``names`` limits the states.
+
+    Args:
+        suffix: the file names' ending (a sharded checkpoint's ``.rank<r>``).
+        convert: ``(state name, flat tensors) -> flat tensors``, applied before the trees are
+            rebuilt (a sharded run turns its saved rows back into DTensors).
+    """
     manifest = read_manifest(path)
-    document = json.loads(read_checkpoint(path, [STATE_FILE])[STATE_FILE])
+    state_file = f"{STATE_FILE.removesuffix('.json')}{suffix}.json"
+    document = json.loads(read_checkpoint(path, [state_file])[state_file])
     wanted = list(document["objects"]) if names is None else names
+    extra_file = f"extra{suffix}.safetensors"
     files = read_checkpoint(
         path,
-        [f"{n}.safetensors" for n in wanted if n in document["objects"]]
-        + (["extra.safetensors"] if "extra.safetensors" in manifest["files"] else []),
+        [f"{n}{suffix}.safetensors" for n in wanted if n in document["objects"]]
+        + ([extra_file] if extra_file in manifest["files"] else []),
     )
     states = {}
     for name in wanted:
         if name in document["objects"]:
-            tensors = load_tensor_bytes(files[f"{name}.safetensors"], f"{Path(path) / name}.safetensors")
+            file = f"{name}{suffix}.safetensors"
+            tensors = load_tensor_bytes(files[file], str(Path(path) / file))
+            if convert is not None:
+                tensors = convert(name, tensors)
             states[name] = decode_tree(document["objects"][name], tensors)
-    extra = files.get("extra.safetensors")
+    extra = files.get(extra_file)
     extra_tensors = {} if extra is None else load_tensor_bytes(extra, "extra")
     return states, decode_tree(document["extra"], extra_tensors)
 

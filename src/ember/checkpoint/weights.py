@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ember.checkpoint.format import MANIFEST, atomic_write_bytes, read_checkpoint
+from ember.checkpoint.format import MANIFEST, atomic_write_bytes, read_checkpoint, read_manifest
 from ember.checkpoint.objects import load_tensor_bytes, tensor_bytes
+from ember.checkpoint.sharded import SHARDS, full_state
+from ember.checkpoint.shards import is_sharded
 from ember.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LoadReport", "load_weights", "read_state_dict", "save_weights", "write_state_dict"]
+__all__ = ["LoadReport", "consolidate", "load_weights", "read_state_dict", "save_weights", "write_state_dict"]
 
 KNOWN_PREFIXES = ("module.", "_orig_mod.", "net.")
 Rename = Mapping[str, str] | Callable[[str], str] | None
@@ -48,13 +50,32 @@ def save_weights(net: torch.nn.Module, path: str | Path) -> Path:
     Returns:
         The path written.
 
+    A net sharded over processes (``strategy="fsdp"``) has its full tensors gathered first, which
+    every process must take part in: call it in every process (each one writes ``path``).
+
     Example:
         >>> import tempfile, pathlib
         >>> p = save_weights(torch.nn.Linear(2, 1), pathlib.Path(tempfile.mkdtemp()) / "w.safetensors")
         >>> sorted(read_state_dict(p))
         ['bias', 'weight']
     """
-    return write_state_dict(net.state_dict(), path)
+    state = {k: v.full_tensor() if is_sharded(v) else v for k, v in net.state_dict().items()}
+    return write_state_dict(state, path)
+
+
+def consolidate(checkpoint: str | Path, path: str | Path) -> Path:
+    """Write the weights of checkpoint folder ``checkpoint`` as one plain safetensors file ``path``:
+    a sharded checkpoint's tensors are assembled whole from every process's files (one process
+    suffices; no process group is needed).
+
+    Example:
+        >>> import tempfile
+        >>> from ember.checkpoint.objects import save_states
+        >>> ck = save_states(tempfile.mkdtemp() + "/ck", {"model": {"w": torch.ones(2)}})
+        >>> read_state_dict(consolidate(ck, ck.parent / "w.safetensors"))
+        {'w': tensor([1., 1.])}
+    """
+    return write_state_dict(read_state_dict(checkpoint), path)
 
 
 @contextlib.contextmanager
@@ -153,6 +174,8 @@ def read_state_dict(
     if file.is_dir():
         if not (file / MANIFEST).exists():
             raise CheckpointError(f"{file} is a folder but not an ember checkpoint (no {MANIFEST})")
+        if SHARDS in read_manifest(file):
+            return full_state(file, "model")
         data = read_checkpoint(file, ["model.safetensors"])["model.safetensors"]
         return load_tensor_bytes(data, str(file / "model.safetensors"))
     if not file.exists():
