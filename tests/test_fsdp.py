@@ -231,13 +231,13 @@ def test_a_shard_written_on_another_node_is_named_when_missing(tmp_path):
             "world_size": 2,
             "layout": {},
             "files": {
-                "model.rank1.safetensors": {"rank": 1, "node": "node 1 (gpu-b)", "sha256": "", "size": 9}
+                "model.rank1.safetensors": {"rank": 1, "node": "node 1 (host gpu-b)", "sha256": "", "size": 9}
             },
         },
     }
     saved = SavedTensors(tmp_path, manifest)
     with pytest.raises(
-        CheckpointError, match=r"model.rank1.safetensors is not here: process 1 on node 1 \(gpu-b\)"
+        CheckpointError, match=r"model.rank1.safetensors is not here: process 1 on node 1 \(host gpu-b\)"
     ):
         saved.require("model.rank1.safetensors")
     with pytest.raises(CheckpointError, match="has no file 'optimizer.rank0.safetensors'"):

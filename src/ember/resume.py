@@ -263,7 +263,7 @@ def resolve_resume(resume: str | Path, callbacks: list[Any], runtime: Any) -> Pa
     itself = Path(first_path).name == name  # resume named the checkpoint, not its folder
     missing = (Path(lacking) if itself else Path(lacking) / name) / MANIFEST
     raise CheckpointError(
-        f"cannot resume: {missing} is missing on process {rank} ({node}), while process 0 resumes "
+        f"cannot resume: {missing} is missing for process {rank} on {node}, while process 0 resumes "
         f"from {Path(first_path) if itself else Path(first_path) / name}; a DDP checkpoint is "
         "written by process 0 alone, so every node must see its folder (a filesystem they share), "
         "while with strategy='fsdp' every process writes and reads its own shards"

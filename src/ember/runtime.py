@@ -69,8 +69,8 @@ class Runtime:
 
     @property
     def node(self) -> str:
-        """This process's machine, for messages: ``node <GROUP_RANK> (<host name>)``."""
-        return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()})"
+        """This process's machine, for messages: ``node <GROUP_RANK> (host <name>)``."""
+        return f"node {os.environ.get('GROUP_RANK', '0')} (host {socket.gethostname()})"
 
     def together(self, fn: Callable[[], Any]) -> Any:
         """``fn()``, where an error in one process is raised in every process (one process: as is)."""

@@ -58,7 +58,7 @@ def _raise_failures(reports: list[dict[str, Any]], path: Path) -> None:
     if failed:
         rank, report = failed[0]
         raise CheckpointError(
-            f"saving the checkpoint {path} failed on process {rank} ({report['node']}): {report['error']}"
+            f"saving the checkpoint {path} failed on process {rank} on {report['node']}: {report['error']}"
         )
 
 
