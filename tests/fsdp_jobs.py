@@ -89,13 +89,23 @@ def fit_job(out, name, n=45, batch=16, strategy="fsdp", epochs=3, accumulate=1, 
 
 
 def resume_job(
-    out, name, checkpoints, batch=8, epochs=3, stop_at=None, resume=None, every_n_steps=2, strategy="fsdp"
+    out,
+    name,
+    checkpoints,
+    batch=8,
+    epochs=3,
+    stop_at=None,
+    resume=None,
+    every_n_steps=2,
+    strategy="fsdp",
+    keep=None,
 ):
-    """Train with checkpoints in ``checkpoints`` (every ``every_n_steps`` steps and epoch), until
-    the step ``stop_at`` raises when given; ``resume``: where to continue from ("latest", a path)."""
+    """Train with checkpoints in ``checkpoints`` (every ``every_n_steps`` steps and epoch, the
+    newest ``keep`` kept), until the step ``stop_at`` raises when given; ``resume``: where to
+    continue from ("latest", a path)."""
     m = model(strategy)
     x, y = data(45)
-    callbacks = [ModelCheckpoint(checkpoints, every_n_steps=every_n_steps, keep_last=None)]
+    callbacks = [ModelCheckpoint(checkpoints, every_n_steps=every_n_steps, keep_last=keep)]
     if stop_at is not None:
         callbacks.append(StopAt(stop_at))
     history = m.fit((x, y), epochs=epochs, batch_size=batch, verbose=0, callbacks=callbacks, resume=resume)
@@ -119,3 +129,25 @@ def killed_mid_save_job(out, name, checkpoints, save_number):
 
         sharded._fill = fill
     resume_job(out, name, checkpoints)
+
+
+def precision_job(out, name, precision="32", jit=False):
+    """Two epochs under FSDP with ``precision`` (and ``torch.compile`` when ``jit``): the history,
+    and the dtype of the stored parameters and of predictions."""
+    ember.seed_everything(0)
+    module = net()
+    m = ember.Model(module).compile(
+        loss=nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+        device="cpu",
+        strategy="fsdp",
+        fsdp_blocks=(Block,),
+        precision=precision,
+        jit=jit,
+    )
+    x, y = data()
+    history = m.fit((x, y), epochs=2, batch_size=8, verbose=0)
+    predictions = m.predict(x[:4])
+    dtypes = {"parameters": str(next(module.parameters()).dtype), "predictions": str(predictions.dtype)}
+    (Path(out) / f"{name}-dtypes-rank{rank()}.json").write_text(json.dumps(dtypes))
+    history.drop(columns=["seconds"]).to_json(Path(out) / f"{name}-rank{rank()}.json")

@@ -66,6 +66,20 @@ def test_accumulation_ema_and_clipping_under_fsdp_match_one_process(tmp_path):
     _same(_weights(tmp_path, "single"), _weights(tmp_path, "sharded"), atol=1e-6)
 
 
+def test_bf16_and_jit_under_fsdp(tmp_path):
+    """bf16 becomes FSDP2's policy (bfloat16 compute, float32 parameters, reductions and outputs);
+    ``jit`` compiles the sharded net and trains as eagerly."""
+    ember.launch(fsdp_jobs.precision_job, 2, str(tmp_path), "eager")
+    ember.launch(fsdp_jobs.precision_job, 2, str(tmp_path), "bf16", "bf16")
+    ember.launch(fsdp_jobs.precision_job, 2, str(tmp_path), "jit", "32", True)
+    eager, bf16, jit = (_history(tmp_path, name) for name in ("eager", "bf16", "jit"))
+    assert bf16["loss"].to_numpy() == pytest.approx(eager["loss"].to_numpy(), abs=2e-2)
+    assert not bf16["loss"].equals(eager["loss"])  # computed in bfloat16 indeed
+    assert jit["loss"].to_numpy() == pytest.approx(eager["loss"].to_numpy(), abs=1e-5)
+    dtypes = json.loads((tmp_path / "bf16-dtypes-rank1.json").read_text())
+    assert dtypes == {"parameters": "torch.float32", "predictions": "torch.float32"}
+
+
 def test_a_sharded_checkpoint_holds_each_process_rows_and_resumes_bitwise(tmp_path):
     ember.launch(fsdp_jobs.resume_job, 2, str(tmp_path), "reference", str(tmp_path / "ck-ref"))
     with pytest.raises(LaunchError, match="boom at step 5"):

@@ -35,8 +35,8 @@ def _torchrun(*options: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *options, str(SCRIPT)]
 
 
-def _standalone(*args: str) -> subprocess.CompletedProcess:
-    command = _torchrun("--standalone", "--nproc_per_node=2") + list(args)
+def _standalone(*args: str, restarts: int = 0) -> subprocess.CompletedProcess:
+    command = _torchrun("--standalone", "--nproc_per_node=2", f"--max-restarts={restarts}") + list(args)
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
 
 
@@ -88,8 +88,9 @@ def test_fsdp_resumes_with_each_node_reading_only_its_own_folder(tmp_path):
     assert "boom at step 5" in cut[0].stderr + cut[1].stderr
     folders = [tmp_path / "ck-nodes" / f"node{n}" for n in (0, 1)]
     for n, folder in enumerate(folders):  # each folder holds its own process's shards only
+        kept = [p.name for p in list_checkpoints(folder)]
+        assert kept == ["epoch0001-step000000003", "epoch0002-step000000004"]  # rotated on each node
         newest = list_checkpoints(folder)[-1]
-        assert newest.name == "epoch0002-step000000004"
         assert sorted(p.name for p in newest.glob("model.*")) == [f"model.rank{n}.safetensors"]
     for node in _two_nodes(str(tmp_path), "nodes", "fsdp", "resume"):
         assert node.returncode == 0, node.stderr[-3000:]
@@ -111,3 +112,13 @@ def test_ddp_refuses_to_resume_from_a_checkpoint_another_node_wrote(tmp_path):
         assert expected in node.stderr, node.stderr[-3000:]
     assert list_checkpoints(tmp_path / "ck-nodes" / "node0") == written  # no step was taken
     assert not (tmp_path / "nodes-rank0.json").exists()
+
+
+def test_a_torchrun_restart_of_a_sharded_run_resumes_bitwise(tmp_path):
+    reference = _standalone(str(tmp_path), "uncut", "fsdp", "full")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    restarted = _standalone(str(tmp_path), "restarted", "fsdp", "restart", restarts=1)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "boom at step 5" in restarted.stderr  # the first attempt failed
+    uncut, resumed = _weights(tmp_path, "uncut"), _weights(tmp_path, "restarted")
+    assert all(torch.equal(uncut[k], resumed[k]) for k in uncut)

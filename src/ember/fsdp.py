@@ -7,6 +7,7 @@ parameters become DTensors, ``model.net`` stays the user's module). Layer 1: kno
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -84,6 +85,11 @@ class FSDPRuntime(DistributedRuntime):
         self.blocks, self.min_params = tuple(blocks), int(min_params)
         self.reshard_after_forward = bool(reshard_after_forward)
         self._autocast_dtype = None  # the policy casts parameters and inputs; no autocast region
+
+    @property
+    def tidies_checkpoints(self) -> bool:
+        """True in the first process of each machine: every machine holds its processes' shards."""
+        return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
     def _policy(self) -> Any:
         from torch.distributed.fsdp import MixedPrecisionPolicy

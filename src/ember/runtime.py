@@ -68,6 +68,12 @@ class Runtime:
         return self.rank == 0
 
     @property
+    def tidies_checkpoints(self) -> bool:
+        """True in the process that deletes old checkpoints: process 0 (the one that writes them),
+        or in a sharded run the first process of each machine (machines may have their own disks)."""
+        return self.is_main
+
+    @property
     def node(self) -> str:
         """This process's machine, for messages: ``node <GROUP_RANK> (host <name>)``."""
         return f"node {os.environ.get('GROUP_RANK', '0')} (host {socket.gethostname()})"

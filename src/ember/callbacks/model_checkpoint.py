@@ -87,7 +87,7 @@ class ModelCheckpoint(Callback):
 
     def _save(self, state: TrainState) -> None:
         state.model.save(self.dirpath / f"epoch{state.epoch:04d}-step{state.step:09d}")  # collective
-        if self.keep_last is not None and state.model.is_main:
+        if self.keep_last is not None and state.model.runtime.tidies_checkpoints:
             for old in self._rotating()[: -self.keep_last or None]:
                 shutil.rmtree(old, ignore_errors=True)
 
