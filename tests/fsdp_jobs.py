@@ -151,3 +151,11 @@ def precision_job(out, name, precision="32", jit=False):
     dtypes = {"parameters": str(next(module.parameters()).dtype), "predictions": str(predictions.dtype)}
     (Path(out) / f"{name}-dtypes-rank{rank()}.json").write_text(json.dumps(dtypes))
     history.drop(columns=["seconds"]).to_json(Path(out) / f"{name}-rank{rank()}.json")
+
+
+def load_into_sharded_job(out, weights):
+    """Load whole weights into a compiled (sharded) net; write the weights gathered back."""
+    m = model("fsdp")
+    report = ember.load_weights(m.net, weights)
+    assert report.ok
+    ember.save_weights(m.net, Path(out) / f"loaded-rank{rank()}.safetensors")

@@ -159,6 +159,14 @@ def test_load_weights_and_consolidate_assemble_the_full_tensors(tmp_path):
         assert f.get_slice("1.up.weight").get_shape() == [30, 15]
 
 
+def test_whole_weights_load_into_a_sharded_net(tmp_path):
+    source = fsdp_jobs.net()
+    ember.save_weights(source, tmp_path / "pretrained.safetensors")
+    ember.launch(fsdp_jobs.load_into_sharded_job, 2, str(tmp_path), str(tmp_path / "pretrained.safetensors"))
+    for r in (0, 1):
+        _same(_weights(tmp_path, "loaded", r), source.state_dict())
+
+
 def test_no_file_of_a_sharded_checkpoint_needs_pickle(tmp_path):
     with pytest.raises(LaunchError):
         ember.launch(fsdp_jobs.resume_job, 2, str(tmp_path), "cut", str(tmp_path / "ck"), 8, 3, 5)

@@ -101,3 +101,11 @@ def from_rows(local: torch.Tensor, shape: list[int], mesh: Any) -> torch.Tensor:
     return DTensor.from_local(
         local, mesh, [Shard(0)], run_check=False, shape=torch.Size(shape), stride=stride
     )
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` cut like the DTensor ``like``: this process's rows of it, as a DTensor on the same
+    mesh (for loading whole weights into a sharded net)."""
+    mesh = like.device_mesh
+    start, stop = rows_of(full.shape[0], mesh.size(), mesh.get_local_rank())
+    return from_rows(full[start:stop].to(like.dtype), list(full.shape), mesh)

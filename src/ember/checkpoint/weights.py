@@ -21,7 +21,7 @@ import torch
 from ember.checkpoint.format import MANIFEST, atomic_write_bytes, read_checkpoint, read_manifest
 from ember.checkpoint.objects import load_tensor_bytes, tensor_bytes
 from ember.checkpoint.sharded import SHARDS, full_state
-from ember.checkpoint.shards import is_sharded
+from ember.checkpoint.shards import is_sharded, shard_like
 from ember.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -369,7 +369,8 @@ def load_weights(
     """Load weights into ``net`` and report what matched.
 
     Args:
-        net: the module to load into.
+        net: the module to load into; a net sharded over processes (``strategy="fsdp"``) takes
+            each process's rows of the file's whole tensors.
         path: a safetensors or ``torch.save`` file (recognised by content, whatever the suffix), an
             ember checkpoint folder, or a state dict.
         strict: raise one CheckpointError listing missing, unexpected and mismatched keys;
@@ -412,5 +413,6 @@ def load_weights(
     if strict and problems:
         where = path if not isinstance(path, Mapping) else "the state dict"
         raise CheckpointError(f"weights in {where} do not fit {type(net).__name__}:\n{report}")
-    net.load_state_dict(fitting, strict=False)
+    sharded = {k: shard_like(v, target[k]) for k, v in fitting.items() if is_sharded(target[k])}
+    net.load_state_dict({**fitting, **sharded}, strict=False)
     return report
