@@ -38,10 +38,9 @@ def load_process_states(model: Any, path: Path) -> tuple[dict[str, Any], dict[st
     the extras and this process's own (``rng``, ``meter``, ``window``)."""
     runtime = model.runtime
     saved = SavedTensors(path, read_manifest(path))
-    plain = not saved.layout and saved.suffix(0) == ""
-    if plain and not runtime.sharded:
+    if not saved.sharded and not runtime.sharded:
         return _plain(path, runtime)
-    if runtime.sharded and not plain and saved.world == runtime.world_size:
+    if runtime.sharded and saved.sharded and saved.world == runtime.world_size:
         return _own_shards(path, saved, runtime)
     return _recut(model, path, saved)
 
@@ -120,7 +119,7 @@ def _recut(
     per_process, _ = load_states(
         path, [n for n in PER_PROCESS if n in document["objects"]], suffix=saved.suffix(source)
     )
-    if saved.suffix(0) == "":  # a plain checkpoint keeps every process's states in one list
+    if not saved.sharded:  # a plain checkpoint keeps every process's states in one list
         per_process = {name: value[source] for name, value in per_process.items()}
     return states, extra, per_process
 

@@ -146,9 +146,14 @@ class SavedTensors:
         self._owners: dict[str, Any] = {} if shards is None else shards["files"]
         self._open: dict[str, Any] = {}
 
+    @property
+    def sharded(self) -> bool:
+        """True for a checkpoint written by every process (False: by process 0 alone)."""
+        return bool(self._owners)
+
     def suffix(self, rank: int) -> str:
         """The file-name ending of saved process ``rank`` ("" in a plain checkpoint)."""
-        return "" if self.world == 1 and not self._owners else rank_suffix(rank)
+        return rank_suffix(rank) if self.sharded else ""
 
     def require(self, name: str) -> Path:
         """The path of file ``name``, checked to be in this folder with its recorded size; a
